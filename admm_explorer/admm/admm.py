@@ -1,0 +1,136 @@
+"""ADMM pruning for any training loop (and for the engine):
+
+    admm = ADMM(model, {"conv1": 0.8, "fc1": {"sparsity": 0.991}}, rho=1e-3)
+    loss = criterion(model(x), y) + admm.penalty()      # W-step: ordinary optimiser steps on this
+    residuals = admm.update()                           # every Z/U period: {name: Residuals}
+    masks = admm.hard_prune()                           # at the end: {name: bool mask}, applied to W
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..models import prunable_layers
+from .masks import hard_prune
+from .projections import apply_support, support
+from .schedules import RhoSpec
+from .state import LayerADMM, LayerReweighted, Residuals
+from .targets import TargetLike, resolve_targets
+
+HIST_EDGES = 61  # bin edges of histograms(): 60 bins symmetric around 0
+
+
+class ADMM:
+    """ADMM variables of every targeted layer of `model`; the weights stay the modules' Parameters.
+
+    rho: a RhoSpec, or a bare initial rho for the default geometric schedule (x1.3 a round, cap 1.0).
+    method "admm": hard-threshold ADMM (paper 1); "reweighted": our reconstruction of paper 4 with
+    lam and eps (starting points; tune lam together with rho, the threshold is lam * a / rho).
+    `masks` ({name: bool}): weights pruned by an earlier progressive step, kept at zero in Z.
+    ADMM's tensors live on each weight's device (and follow it if the model moves).
+    """
+
+    def __init__(self, model: nn.Module, targets: Mapping[str, TargetLike], rho: RhoSpec | float = 1e-3,
+                 method: Literal["admm", "reweighted"] = "admm", lam: float = 1e-6, eps: float = 1e-3,
+                 masks: Optional[Mapping[str, Tensor]] = None):
+        self.model = model
+        self.targets = resolve_targets(model, targets)
+        if not self.targets:
+            raise ValueError("targets select no prunable layer: name layers or use '*'")
+        if method not in ("admm", "reweighted"):
+            raise ValueError(f"method={method!r} is not allowed: use 'admm' or 'reweighted'")
+        masks = dict(masks or {})
+        if set(masks) - set(self.targets):
+            raise ValueError(f"masks given for layers without a target: {sorted(set(masks) - set(self.targets))}")
+        modules = prunable_layers(model)
+        self._modules = {name: modules[name] for name in self.targets}
+        self.layers: dict[str, LayerADMM] = {}
+        self._edges: dict[str, Tensor] = {}  # (HIST_EDGES,) float64 on the CPU, fixed from the starting W
+        for name, target in self.targets.items():
+            w = self._modules[name].weight.detach()
+            if method == "admm":
+                self.layers[name] = LayerADMM(w, target, rho, masks.get(name))
+            else:
+                self.layers[name] = LayerReweighted(w, target, rho, lam, eps, masks.get(name))
+            top = float(w.abs().max()) or 1.0
+            self._edges[name] = torch.linspace(-top, top, HIST_EDGES, dtype=torch.float64)
+
+    def penalty(self) -> Tensor:
+        """sum over layers of rho/2 * ||W - Z + U||_F^2: add it to the task loss in the W-step."""
+        return sum(layer.penalty(self._modules[name].weight) for name, layer in self.layers.items())
+
+    def update(self) -> dict[str, Residuals]:
+        """Z-step, U-step and rho schedule step of every layer.
+
+        Raises FloatingPointError naming the layer when W, Z or the residuals are not finite.
+        """
+        out = {}
+        for name, layer in self.layers.items():
+            w = self._modules[name].weight.detach()
+            if not bool(torch.isfinite(w).all()):
+                raise FloatingPointError(_diverged(name, "its weights W", layer.rho))
+            rho = layer.rho
+            res = layer.update(w)
+            if not (math.isfinite(res.primal) and math.isfinite(res.dual) and bool(torch.isfinite(layer.z).all())):
+                raise FloatingPointError(_diverged(name, "Z or the residuals", rho))
+            out[name] = res
+        return out
+
+    def hard_prune(self) -> dict[str, Tensor]:
+        """Masks = support of each layer's projection of W; W <- W on the mask, exactly 0.0 elsewhere.
+
+        Layers with a bits target are also snapped to their projection (quantized).
+        """
+        masks = {}
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                weight = self._modules[name].weight
+                masks[name] = support(weight.detach(), layer.target, layer.mask)
+                if layer.target.bits is not None:
+                    weight.copy_(apply_support(weight.detach(), masks[name], layer.target.bits))
+        hard_prune(self.model, masks)
+        return masks
+
+    def histograms(self) -> dict[str, dict]:
+        """{name: {"edges", "w_counts", "kept_counts"}}: counts of all of W and of W inside Z's kept set
+        over bins fixed at construction (+-max|W| at the start; values beyond go into the end bins).
+
+        w_counts sums to the layer's number of weights; kept_counts to the size of Z's kept set.
+        """
+        out = {}
+        for name, layer in self.layers.items():
+            w = self._modules[name].weight.detach().flatten()
+            edges = self._edges[name]
+            bins = torch.bucketize(w, edges[1:-1].to(w.device, w.dtype), right=True)  # (n,) in 0..HIST_EDGES-2
+            out[name] = {
+                "edges": edges.tolist(),
+                "w_counts": torch.bincount(bins, minlength=HIST_EDGES - 1).tolist(),
+                "kept_counts": torch.bincount(bins[layer.kept.flatten()], minlength=HIST_EDGES - 1).tolist(),
+            }
+        return out
+
+    def set_rho(self, rho: float) -> None:
+        """Every layer switches to this rho (U rescaled, see LayerADMM.set_rho); the schedule goes on from it."""
+        for layer in self.layers.values():
+            layer.set_rho(rho)
+
+    def state_dict(self) -> dict:
+        """Every layer's state and the histogram edges; loadable with torch.load(weights_only=True)."""
+        return {"layers": {name: layer.state_dict() for name, layer in self.layers.items()},
+                "edges": dict(self._edges)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["layers"]) != set(self.layers):
+            raise ValueError(f"state has layers {sorted(state['layers'])}, this ADMM {sorted(self.layers)}")
+        for name, layer in self.layers.items():
+            layer.load_state_dict(state["layers"][name])
+        self._edges = dict(state["edges"])
+
+
+def _diverged(layer: str, what: str, rho: float) -> str:
+    return (f"ADMM layer {layer!r}: {what} contain NaN or inf. rho={rho:g} is the likely cause: a penalty "
+            "too strong for the W-step's learning rate makes it diverge; lower rho (init or max) or the "
+            "learning rate")

@@ -1,0 +1,141 @@
+"""ADMM variables of one pruned layer: Z, the scaled dual U, rho (ALGORITHMS.md sections 1, 2 and 4).
+
+W itself stays the module's Parameter; these objects only read it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .projections import apply_support, soft_threshold, support
+from .schedules import RhoSpec, next_rho
+from .targets import LayerTarget
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """One layer's ADMM round (Boyd et al. 2011 with A = I, B = -I)."""
+
+    primal: float  # ||W - Z_k||_F, Z_k the new Z
+    dual: float  # rho_k * ||Z_k - Z_{k-1}||_F, rho_k the rho this round ran with
+    rho: float  # rho for the next round (after the schedule step)
+    mask_flips: float  # fraction of Z_k's kept set not kept by Z_{k-1}; 0 when nothing changed
+    sparsity: float  # fraction of exact zeros in Z_k
+    w_sparsity: float  # fraction of exact zeros in W
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def _zero_fraction(t: Tensor) -> float:
+    return 1 - int(torch.count_nonzero(t)) / t.numel()
+
+
+class LayerADMM:
+    """Z, U and rho of one layer for the constraint `target` (hard-threshold ADMM of paper 1).
+
+    Starts at Z = project(W), U = 0, rho = spec.init (never Z = W: the penalty would be exactly 0).
+    `mask` (bool, W's shape): weights already pruned by an earlier progressive step; Z stays 0 outside it.
+    Subclasses change the Z-step by overriding z_step.
+    """
+
+    _tensors = ("z", "u", "kept", "mask")  # what state_dict saves and what follows W's device
+
+    def __init__(self, w: Tensor, target: LayerTarget, rho: RhoSpec | float, mask: Optional[Tensor] = None):
+        w = w.detach()
+        if mask is not None and mask.shape != w.shape:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the weight's {tuple(w.shape)}")
+        self.target = target
+        self.spec = RhoSpec.of(rho)
+        self.rho = self.spec.init
+        self.mask = None if mask is None else mask.to(device=w.device, dtype=torch.bool)
+        self.z, self.kept = self.z_step(w)
+        self.u = torch.zeros_like(w)
+
+    def z_step(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """(Z, kept set) for V = W + U: the projection onto the target's set (inside mask) and its support."""
+        keep = support(v, self.target, self.mask)
+        return apply_support(v, keep, self.target.bits), keep
+
+    def penalty(self, w: Tensor) -> Tensor:
+        """rho/2 * ||W - Z + U||_F^2 as a 0-dim tensor, differentiable in w (gradient rho * (W - Z + U))."""
+        self._follow(w)
+        return self.rho / 2 * (w - self.z + self.u).square().sum()
+
+    def update(self, w: Tensor) -> Residuals:
+        """One Z-step, U-step and rho schedule step; returns this round's residuals."""
+        w = w.detach()
+        self._follow(w)
+        z_prev, kept_prev, rho = self.z, self.kept, self.rho
+        self.z, self.kept = self.z_step(w + self.u)
+        self.u = self.u + w - self.z
+        primal = float(torch.linalg.vector_norm(w - self.z))
+        dual = rho * float(torch.linalg.vector_norm(self.z - z_prev))
+        n_kept = int(torch.count_nonzero(self.kept))
+        flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
+        self.set_rho(next_rho(self.spec, rho, primal, dual))
+        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w))
+
+    def set_rho(self, rho: float) -> None:
+        """Switch to a new rho; U is divided by new/old so that rho * U (the unscaled dual) is unchanged."""
+        if not rho > 0:
+            raise ValueError(f"rho={rho!r} is not allowed: rho must be > 0")
+        if rho != self.rho:
+            self.u = self.u * (self.rho / rho)
+            self.rho = float(rho)
+
+    def state_dict(self) -> dict:
+        """rho and the state tensors; loadable with torch.load(weights_only=True)."""
+        return {"rho": self.rho, **{name: getattr(self, name) for name in self._tensors}}
+
+    def load_state_dict(self, state: dict) -> None:
+        expected = {"rho", *self._tensors}
+        if set(state) != expected:
+            raise ValueError(f"layer state has keys {sorted(state)}, expected {sorted(expected)}")
+        for name in self._tensors:
+            old, new = getattr(self, name), state[name]
+            if (old is None) != (new is None) or (new is not None and new.shape != old.shape):
+                raise ValueError(f"layer state {name!r} does not match this layer (shape or presence)")
+            setattr(self, name, None if new is None else new.to(device=self.z.device, dtype=old.dtype))
+        self.rho = float(state["rho"])
+
+    def _follow(self, w: Tensor) -> None:
+        """Keep the state on W's device (the model may have moved since construction)."""
+        if self.z.device != w.device:
+            for name in self._tensors:
+                t = getattr(self, name)
+                if t is not None:
+                    setattr(self, name, t.to(w.device))
+
+
+class LayerReweighted(LayerADMM):
+    """Reweighted ADMM: our reconstruction of paper 4 (its formula is not public), reweighted L1
+    after Candes, Wakin & Boyd 2008 inside ADMM (ALGORITHMS.md section 4).
+
+    Z-step: Z = soft_threshold(W + U, lam * a / rho) per weight, then a = 1 / (|Z| + eps) (once per
+    round). Starts from a = 1 / (|W| + eps). The sparsity of Z emerges from lam; the target's sparsity
+    is met only by the final hard prune (support of W). Quantization targets are not supported.
+    """
+
+    _tensors = LayerADMM._tensors + ("a",)
+
+    def __init__(self, w: Tensor, target: LayerTarget, rho: RhoSpec | float, lam: float, eps: float,
+                 mask: Optional[Tensor] = None):
+        if target.bits is not None or target.sparsity is None:
+            raise ValueError(f"reweighted ADMM prunes only: the target needs a sparsity and no bits, got {target}")
+        if not (lam > 0 and eps > 0):
+            raise ValueError(f"lam={lam!r}, eps={eps!r} are not allowed: both must be > 0")
+        self.lam, self.eps = lam, eps
+        self.a = 1 / (w.detach().abs() + eps)
+        super().__init__(w, target, rho, mask)
+
+    def z_step(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mask is not None:
+            v = torch.where(self.mask, v, 0.0)
+        z = soft_threshold(v, self.lam * self.a / self.rho)
+        self.a = 1 / (z.abs() + self.eps)
+        return z, z != 0

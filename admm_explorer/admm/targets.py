@@ -1,0 +1,131 @@
+"""Per-layer constraints of ADMM pruning (ALGORITHMS.md sections 1-3) and their resolution against a model."""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Literal, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from torch import nn
+
+from ..models import PRUNABLE_TYPES, prunable_layers
+from .projections import filter_column_split, keep_count
+
+Structure = Literal["unstructured", "filter", "column", "filter+column"]
+
+
+class LayerTarget(BaseModel):
+    """The constraint set S_i of one layer: a sparsity (in the given structure), a bit width, or both.
+
+    `sparsity` is always the fraction of the layer's weights that end up zero, whatever the structure
+    (for "filter+column" it is split between the two steps, see projections.filter_column_split).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sparsity: float | None = None
+    structure: Structure = "unstructured"
+    bits: int | None = None
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_in_range(cls, s: float | None) -> float | None:
+        if s is not None and not 0 <= s < 1:  # also refuses NaN
+            raise ValueError(f"sparsity={s!r} is not allowed: it must satisfy 0 <= sparsity < 1 "
+                             "(the fraction of the layer's weights set to zero; 1 would remove them all)")
+        return s
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_in_range(cls, b: int | None) -> int | None:
+        if b is not None and not 1 <= b <= 8:
+            raise ValueError(f"bits={b!r} is not allowed: bits must be an integer from 1 to 8 "
+                             "(1 binary, 2 ternary, 3..8 symmetric b-bit levels)")
+        return b
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LayerTarget:
+        if self.sparsity is None and self.bits is None:
+            raise ValueError("a layer target needs sparsity (0 <= sparsity < 1) or bits (1..8), or both; "
+                             "it has neither")
+        if self.structure != "unstructured" and self.sparsity is None:
+            raise ValueError(f"structure={self.structure!r} needs a sparsity; "
+                             "a target with bits only must use structure='unstructured'")
+        return self
+
+
+TargetLike = Union[LayerTarget, Mapping[str, object], float]
+
+
+def _as_target(layer: str, spec: TargetLike) -> LayerTarget:
+    if isinstance(spec, LayerTarget):
+        return spec
+    try:
+        if isinstance(spec, Mapping):
+            return LayerTarget.model_validate(dict(spec))
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return LayerTarget(sparsity=spec)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'target'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"target of layer {layer!r} {dict(spec) if isinstance(spec, Mapping) else spec!r}: "
+                         f"{problems}") from err
+    raise TypeError(f"target of layer {layer!r} is a {type(spec).__name__}: allowed are a sparsity "
+                    "(float), a dict such as {'sparsity': 0.9, 'structure': 'filter'}, or a LayerTarget")
+
+
+def resolve_targets(model: nn.Module, targets: Mapping[str, TargetLike]) -> dict[str, LayerTarget]:
+    """One LayerTarget per targeted prunable layer, in the model's layer order.
+
+    A float x means LayerTarget(sparsity=x); the key "*" applies to every prunable layer not named
+    explicitly. Raises ValueError for a name that is not a module of the model (with close matches),
+    for a module that is not a Conv2d/Linear, and for invalid targets (naming the layer).
+    """
+    layers = prunable_layers(model)
+    known = ", ".join(layers)
+    modules = dict(model.named_modules())
+    for name in targets:
+        if name == "*" or name in layers:
+            continue
+        if name in modules:
+            raise ValueError(f"layer {name!r} is a {type(modules[name]).__name__}, which cannot be pruned: "
+                             f"only {' and '.join(t.__name__ for t in PRUNABLE_TYPES)} layers can "
+                             f"(prunable layers: {known})")
+        close = difflib.get_close_matches(name, list(layers), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown layer {name!r} in targets{hint} (prunable layers: {known})")
+    default = _as_target("*", targets["*"]) if "*" in targets else None
+    resolved = {}
+    for name in layers:
+        if name in targets:
+            resolved[name] = _as_target(name, targets[name])
+        elif default is not None:
+            resolved[name] = default
+    return resolved
+
+
+def kept_weights(shape: tuple[int, ...], target: LayerTarget) -> int:
+    """Weights a tensor of this shape keeps when its target is met exactly (all of them without sparsity)."""
+    numel = math.prod(shape)
+    s = target.sparsity
+    if s is None:
+        return numel
+    rows, cols = shape[0], numel // shape[0]  # GEMM view: filters x (C*kh*kw) or out x in
+    if target.structure == "unstructured":
+        return keep_count(numel, s)
+    if target.structure == "filter":
+        return keep_count(rows, s) * cols
+    if target.structure == "column":
+        return rows * keep_count(cols, s)
+    s_step = filter_column_split(s)
+    return keep_count(rows, s_step) * keep_count(cols, s_step)
+
+
+def compression(model: nn.Module, targets: Mapping[str, TargetLike]) -> float:
+    """All prunable weights / weights kept if every target were met exactly (untargeted layers stay dense)."""
+    resolved = resolve_targets(model, targets)
+    total = kept = 0
+    for name, layer in prunable_layers(model).items():
+        shape = tuple(layer.weight.shape)
+        total += math.prod(shape)
+        kept += kept_weights(shape, resolved[name]) if name in resolved else math.prod(shape)
+    return total / kept

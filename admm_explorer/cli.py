@@ -1,0 +1,146 @@
+"""`admm-explorer`: run recipes, list models and datasets, serve the dashboard."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+
+
+class Progress:
+    """Subscriber: one tqdm bar per stage, with the latest loss and test accuracy."""
+
+    def __init__(self):
+        self.bar = None
+        self.last_accuracy = None
+
+    def __call__(self, event) -> None:
+        from tqdm.auto import tqdm
+
+        if event.kind == "run_started":
+            tqdm.write(f"{event.model} on {event.dataset} ({event.test_set}), device {event.device}")
+        elif event.kind == "stage_started":
+            self.bar = tqdm(total=event.total_batches, desc=f"stage {event.stage} {event.stage_kind}",
+                            unit="batch", dynamic_ncols=True, leave=True)
+        elif event.kind == "batch_ended" and self.bar is not None:
+            self.bar.update(1)
+            if event.step % 20 == 0:
+                post = {"loss": f"{event.loss:.3f}"}
+                if self.last_accuracy is not None:
+                    post["test"] = f"{self.last_accuracy:.2%}"
+                self.bar.set_postfix(post, refresh=False)
+        elif event.kind == "evaluation_done":
+            self.last_accuracy = event.test_accuracy
+        elif event.kind == "admm_round" and self.bar is not None:
+            primal = max(layer["primal"] for layer in event.layers.values())
+            self.bar.set_postfix({"round": event.round, "max ||W-Z||": f"{primal:.3g}"}, refresh=False)
+        elif event.kind == "stage_ended" and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            tqdm.write(f"stage {event.stage} {event.stage_kind} {event.status}: test accuracy "
+                       f"{event.accuracy:.2%}, compression {event.compression:.1f}x, {event.seconds:.1f} s")
+        elif event.kind == "purify_done":
+            b, a = event.before, event.after
+            tqdm.write(f"P-RM: params {b['params']:,} -> {a['params']:,}, MACs {b['macs']:,} -> {a['macs']:,}")
+
+
+def cmd_run(args) -> int:
+    from .engine.run import run_recipe
+    from .engine.session import StageFailed
+
+    if args.resume is None and args.recipe is None:
+        print("error: give a RECIPE (with --out DIR) or --resume DIR", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    holder = {}
+
+    def on_sigint(signum, frame):
+        session = holder.get("session")
+        if session is None or session.stop_requested:
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (Ctrl-C again to abort) ...", file=sys.stderr)
+        session.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = run_recipe(args.recipe, out=args.out, resume=args.resume,
+                             subscribers=() if args.quiet else (Progress(),),
+                             on_session=lambda s: holder.__setitem__("session", s))
+    except StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        out = args.resume or args.out
+        print(f"everything written so far is in {out}; fix the recipe and resume with "
+              f"admm-explorer run --resume {out}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out = args.resume or args.out
+    if summary["status"] == "stopped":
+        print(f"stopped; resume with: admm-explorer run --resume {out}")
+        return EXIT_STOPPED
+    print(f"test accuracy {summary['accuracy']:.2%}, compression {summary['compression']:.1f}x; "
+          f"run folder {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS
+
+    for name, spec in MODELS.items():
+        c, h, w = spec.input_shape
+        print(f"{name:18s} {c}x{h}x{w} -> {spec.num_classes:<5d} {spec.description}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import DATASETS
+
+    for name, entry in DATASETS.items():
+        print(f"{name:14s} {entry.description}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from .ui.serve import serve
+
+    return serve(port=args.port, open_browser=not args.no_browser)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="admm-explorer", description="ADMM weight pruning explorer")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a recipe into a run folder")
+    run.add_argument("recipe", nargs="?", type=Path, help="recipe YAML file")
+    run.add_argument("--out", type=Path, help="run folder to create")
+    run.add_argument("--resume", type=Path, metavar="DIR", help="continue a stopped run folder")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(fn=cmd_run)
+    sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
+    sub.add_parser("datasets", help="list the datasets").set_defaults(fn=cmd_datasets)
+    dash = sub.add_parser("dashboard", help="serve the explorer with Voila on 127.0.0.1")
+    dash.add_argument("--port", type=int, default=8866)
+    dash.add_argument("--no-browser", action="store_true", help="only print the address")
+    dash.set_defaults(fn=cmd_dashboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataMissing
+    from .recipe import RecipeError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (RecipeError, DataMissing) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

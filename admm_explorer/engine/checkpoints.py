@@ -1,0 +1,102 @@
+"""Stage checkpoints: plain tensors and built-in types only, so torch.load(weights_only=True) reads them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..recipe import RecipeError
+
+if TYPE_CHECKING:
+    from .session import Session
+
+FORMAT = 1
+
+
+class CheckpointError(RecipeError):
+    """A checkpoint is unreadable, corrupt, or does not belong to the model."""
+
+
+def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
+    """Write atomically (temp file + rename): a crash mid-write never leaves a half checkpoint behind."""
+    payload = {
+        "format": FORMAT,
+        "model_name": session.recipe.model,
+        "stage": stage,
+        "kind": kind,
+        "state_dict": {k: v.detach().cpu() for k, v in session.model.state_dict().items()},
+        "masks": {k: v.detach().cpu() for k, v in session.masks.items()},
+        "targets": {k: t.model_dump() for k, t in session.targets.items()},
+        "arch": session.arch,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]})") from None
+    if isinstance(payload, dict) and "state_dict" not in payload and all(
+            isinstance(v, torch.Tensor) for v in payload.values()):
+        payload = {"format": FORMAT, "state_dict": payload, "masks": {}, "targets": {}, "arch": None}
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise CheckpointError(f"checkpoint {path} holds no model state_dict")
+    return payload
+
+
+def rebuild(payload: dict, model: nn.Module) -> nn.Module:
+    """The module the checkpoint's weights belong to: the given model, or its physically shrunk form."""
+    if payload.get("arch"):
+        from ..prm import build_shrunk
+
+        return build_shrunk(model, payload["arch"])
+    return model
+
+
+def check_state(path: Path, state: dict, model: nn.Module) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        if wrong:
+            parts.append(f"shape {', '.join(wrong[:3])}")
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {'; '.join(parts)}")
+
+
+def check_start(path: Path, model: nn.Module) -> None:
+    payload = read(path)
+    check_state(path, payload["state_dict"], rebuild(payload, model))
+
+
+def load_into(session: "Session", path: Path) -> dict:
+    """Replace the session's model weights, masks and targets with the checkpoint's."""
+    from ..admm import LayerTarget
+
+    payload = read(path)
+    model = rebuild(payload, session.model)
+    check_state(path, payload["state_dict"], model)
+    model.load_state_dict(payload["state_dict"])
+    session.model = model.to(session.device)
+    session.arch = payload.get("arch")
+    session.masks = {k: v.to(session.device) for k, v in payload.get("masks", {}).items()}
+    session.targets = {k: LayerTarget(**t) for k, t in payload.get("targets", {}).items()}
+    return payload

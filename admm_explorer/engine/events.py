@@ -1,0 +1,119 @@
+"""Frozen event records the engine emits; subscribers (run-folder writer, progress bars, UI panels) read them.
+
+Every event has a `kind` and serialises to one JSON object (a line of metrics.jsonl) with `as_dict()`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str | None
+    model: str
+    dataset: str
+    device: str
+    test_set: str
+    layers: dict  # prunable layer name -> {"shape": [...], "weights": int, "macs": int}
+
+
+@dataclass(frozen=True)
+class StageStarted(Event):
+    kind: ClassVar[str] = "stage_started"
+    stage: int
+    stage_kind: str
+    epochs: float
+    total_batches: int  # batches this stage will run (all its phases), for progress bars and ETA
+
+
+@dataclass(frozen=True)
+class BatchEnded(Event):
+    kind: ClassVar[str] = "batch_ended"
+    stage: int
+    phase: str  # "train", "admm", "retrain", "admm 2/3" ...
+    epoch: int
+    step: int  # batches done in this stage so far (1-based), across phases
+    total_batches: int
+    loss: float  # task loss of the batch (without the ADMM penalty)
+    penalty: float
+    accuracy: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EvaluationDone(Event):
+    kind: ClassVar[str] = "evaluation_done"
+    stage: int
+    phase: str
+    epoch: float  # epochs done in the phase (fractions when eval_every < 1)
+    step: int
+    train_loss: float | None
+    train_accuracy: float | None
+    test_loss: float
+    test_accuracy: float
+    compression: float
+    sparsity: dict  # layer -> fraction of exact zeros in W
+
+
+@dataclass(frozen=True)
+class AdmmRound(Event):
+    """After each Z/U update. layers: name -> Residuals fields + target sparsity + histogram counts/edges."""
+
+    kind: ClassVar[str] = "admm_round"
+    stage: int
+    phase: str
+    round: int
+    epoch: float
+    step: int
+    layers: dict
+
+
+@dataclass(frozen=True)
+class StageEnded(Event):
+    kind: ClassVar[str] = "stage_ended"
+    stage: int
+    stage_kind: str
+    seconds: float
+    accuracy: float
+    compression: float
+    status: str  # "finished" | "stopped"
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class PurifyDone(Event):
+    kind: ClassVar[str] = "purify_done"
+    stage: int
+    tau: float
+    tolerance: float
+    sweep: list  # [{"tau", "accuracy", "removed"}]
+    before: dict  # params, macs, size_bytes, latency_ms_b1, latency_ms_b64, accuracy
+    after: dict
+    removed: dict  # layer -> {"filters": n, "channels": n}
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    status: str  # "finished" | "stopped"
+    summary: dict
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    kind: ClassVar[str] = "run_failed"
+    stage: int | None
+    message: str

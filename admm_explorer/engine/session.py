@@ -1,0 +1,376 @@
+"""A Session holds one model on a device with its data and pruning state, and runs stages one at a time.
+
+The recipe runner and the dashboard both drive a Session; subscribers receive every event it emits.
+Stop (from any thread) ends the running stage after the current batch.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data import DataBundle, DataSpec, get_dataset, load_data
+from ..models import build_model, get_model_spec, layer_macs, prunable_layers
+from ..recipe import OptimizerSpec, Recipe, RecipeError, StageSpec
+from . import checkpoints
+from .events import BatchEnded, EvaluationDone, Event, RunStarted, StageEnded, StageStarted
+
+
+class StageFailed(RuntimeError):
+    """A stage could not go on (a NaN/inf loss, a diverging ADMM); the message says why and what to change."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto picks cuda, then mps, then cpu; asking for a device that is not there is a RecipeError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RecipeError(f"device = {name!r}: CUDA is not available on this machine (use auto or cpu)")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise RecipeError(f"device = {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RecipeError("device = 'mps': Apple's MPS backend is not available on this machine")
+    return torch.device(name)
+
+
+def data_spec(recipe: Recipe) -> DataSpec:
+    return DataSpec(name=recipe.dataset, data_root=recipe.data_root, test_root=recipe.test_root,
+                    download=recipe.download, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
+                    fake_size=recipe.fake_size, fake_shape=recipe.fake_shape, fake_classes=recipe.fake_classes)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Everything that can be checked before loading data or training: names, fit, device, stage targets."""
+    from .stages import get_stage
+
+    try:
+        spec = get_model_spec(recipe.model)
+        entry = get_dataset(recipe.dataset)
+    except KeyError as e:
+        raise RecipeError(str(e)) from None
+    shape, classes = entry.shape_for(recipe, spec.input_shape, spec.num_classes)
+    if shape is not None and tuple(shape) != tuple(spec.input_shape):
+        raise RecipeError(f"model {recipe.model!r} takes inputs of shape {tuple(spec.input_shape)} but dataset "
+                          f"{recipe.dataset!r} gives {tuple(shape)}")
+    if classes is not None and classes != spec.num_classes:
+        raise RecipeError(f"model {recipe.model!r} has {spec.num_classes} outputs but dataset {recipe.dataset!r} "
+                          f"has {classes} classes")
+    resolve_device(recipe.device)
+    if recipe.pretrained and not spec.pretrained_available:
+        raise RecipeError(f"pretrained = true: model {recipe.model!r} has no pretrained weights")
+    model = spec.build(pretrained=False)
+    for i, stage in enumerate(recipe.stages):
+        try:
+            get_stage(stage.kind).check(stage, model)
+        except (ValueError, KeyError) as e:
+            raise RecipeError(f"stages[{i}] ({stage.kind}): {e}") from None
+    if recipe.start is not None:
+        checkpoints.check_start(recipe.start, model)
+
+
+@dataclass
+class StageRecord:
+    stage: int
+    kind: str
+    seconds: float
+    accuracy: float
+    compression: float
+    status: str
+    checkpoint: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def seed_for(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (recipe seed, stage, phase, epoch)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
+    return h % (1 << 63)
+
+
+class Session:
+    def __init__(self, recipe: Recipe, run_dir: Path | None = None):
+        check_recipe(recipe)
+        self.recipe = recipe
+        self.spec = get_model_spec(recipe.model)
+        self.device = resolve_device(recipe.device)
+        self.data: DataBundle = load_data(data_spec(recipe), self.spec.input_shape, self.spec.num_classes)
+        if self.data.num_classes != self.spec.num_classes:
+            raise RecipeError(f"model {recipe.model!r} has {self.spec.num_classes} outputs but the data has "
+                              f"{self.data.num_classes} classes")
+        torch.manual_seed(recipe.seed)
+        self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
+        self.layer_names = list(prunable_layers(self.model))
+        self.dense_weights = sum(m.weight.numel() for m in prunable_layers(self.model).values())
+        self.layer_info = {
+            name: {"shape": list(m.weight.shape), "weights": m.weight.numel(), "macs": macs}
+            for (name, m), macs in zip(prunable_layers(self.model).items(),
+                                       layer_macs(self.model, self.spec.input_shape).values())}
+        self.masks: dict[str, torch.Tensor] = {}  # hard masks in force: pruned weights stay exactly zero
+        self.targets: dict = {}  # LayerTarget per layer of the last pruning stage (retrain prunes to these)
+        self.arch: dict | None = None  # architecture of a physically shrunk model (after purify)
+        self.admm = None  # the ADMM object of a running admm stage
+        self.pending_rho: float | None = None  # set live by the dashboard; applied at the next Z/U round
+        self.pending_lr: float | None = None
+        self.records: list[StageRecord] = []
+        self.run_dir = run_dir
+        self.purify_report: dict | None = None
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one stage at a time
+        self.stage_index = 0
+        if recipe.start is not None:
+            checkpoints.load_into(self, recipe.start)
+
+    # events -----------------------------------------------------------------------------------------
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def emit(self, event: Event) -> None:
+        for fn in list(self._subscribers):
+            fn(event)
+
+    def announce(self) -> None:
+        self.emit(RunStarted(run_dir=str(self.run_dir) if self.run_dir else None, model=self.recipe.model,
+                             dataset=self.recipe.dataset, device=str(self.device),
+                             test_set=self.data.test_description, layers=self.layer_info))
+
+    # control ----------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the running stage to end after its current batch (safe from any thread)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def set_rho(self, rho: float) -> None:
+        """Change rho of every ADMM layer at the next Z/U round (U is rescaled with it)."""
+        if not (rho > 0 and math.isfinite(rho)):
+            raise RecipeError(f"rho = {rho!r}: must be a positive number")
+        self.pending_rho = float(rho)
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate of the running stage from its next batch on."""
+        if not (lr > 0 and math.isfinite(lr)):
+            raise RecipeError(f"lr = {lr!r}: must be a positive number")
+        self.pending_lr = float(lr)
+
+    @contextmanager
+    def enforce_masks(self):
+        """While open, the masks in force hold: gradients outside them are zeroed and pruned weights are
+        re-zeroed after every step. Yields the after-step callable for StageContext.train (None: no masks)."""
+        if not self.masks:
+            yield None
+            return
+        from ..admm import MaskGuard
+
+        guard = MaskGuard(self.model, self.masks)
+        guard.attach()
+        try:
+            yield guard.after_step
+        finally:
+            guard.detach()
+
+    # measurements -----------------------------------------------------------------------------------
+    def prunable(self) -> dict[str, nn.Module]:
+        return prunable_layers(self.model)
+
+    def layer_stats(self) -> dict[str, dict]:
+        out = {}
+        for name, m in self.prunable().items():
+            n, nz = m.weight.numel(), int(torch.count_nonzero(m.weight))
+            out[name] = {"weights": n, "nonzero": nz, "sparsity": 1 - nz / n}
+        return out
+
+    def compression(self) -> float:
+        """Prunable weights of the dense model / nonzero prunable weights now."""
+        nonzero = sum(int(torch.count_nonzero(m.weight)) for m in self.prunable().values())
+        return self.dense_weights / max(nonzero, 1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
+        """(mean cross-entropy, top-1 accuracy) on the test set."""
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in self.data.test_batches():
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            out = model(x)
+            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            n += len(y)
+        model.train(was_training)
+        return loss_sum / n, correct / n
+
+    # stages -----------------------------------------------------------------------------------------
+    def run_stage(self, spec: StageSpec, checkpoint_dir: Path | None = None) -> StageRecord:
+        """Run one stage; returns its record. Raises StageFailed (the model keeps its last good state)."""
+        from .stages import get_stage
+
+        entry = get_stage(spec.kind)
+        try:
+            entry.check(spec, self.model)
+        except (ValueError, KeyError) as e:
+            raise RecipeError(f"{spec.kind}: {e}") from None
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("a stage is already running in this session")
+        try:
+            self._stop.clear()
+            index = self.stage_index
+            ctx = StageContext(self, index, spec, entry.batches(spec, len(self.data.train_batches(0))))
+            self.emit(StageStarted(stage=index, stage_kind=spec.kind, epochs=entry.epochs(spec),
+                                   total_batches=ctx.total_batches))
+            start = time.perf_counter()
+            entry.run(self, spec, ctx)
+            seconds = time.perf_counter() - start
+            _, accuracy = self.evaluate()
+            status = "stopped" if self.stop_requested else "finished"
+            path = None
+            if checkpoint_dir is not None and status == "finished":
+                path = checkpoints.save(self, checkpoint_dir / f"stage{index}-{spec.kind}.pt", index, spec.kind)
+            record = StageRecord(index, spec.kind, seconds, accuracy, self.compression(), status,
+                                 str(path) if path else None)
+            if status == "finished":
+                self.records.append(record)
+                self.stage_index += 1
+            self.emit(StageEnded(stage=index, stage_kind=spec.kind, seconds=seconds, accuracy=accuracy,
+                                 compression=record.compression, status=status, checkpoint=record.checkpoint))
+            return record
+        finally:
+            self.admm = None
+            self._lock.release()
+
+
+def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(spec: OptimizerSpec, optimizer, epochs: int):
+    if spec.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma)
+    if spec.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    return None
+
+
+def at_multiple(done: int, every_epochs: float, batches_per_epoch: int) -> bool:
+    """True at the batch nearest k * every_epochs for k = 1, 2, ... (periods shorter than a batch: every batch)."""
+    period = every_epochs * batches_per_epoch
+    if period <= 1:
+        return True
+    k = math.floor((done + 0.5) / period)
+    return k >= 1 and math.floor(k * period + 0.5) == done
+
+
+class StageContext:
+    """What a stage function needs to train: seeded epochs, stop checks, events, periodic hooks."""
+
+    def __init__(self, session: Session, index: int, spec: StageSpec, total_batches: int):
+        self.session, self.index, self.spec, self.total_batches = session, index, spec, total_batches
+        self.step = 0  # batches done in this stage, across phases
+        self.phase_count = 0
+
+    def train(self, phase: str, epochs: float, optimizer: OptimizerSpec, *,
+              penalty: Callable[[], torch.Tensor] | None = None,
+              period_epochs: float | None = None, on_period: Callable[[int, float], None] | None = None,
+              after_step: Callable[[], None] | None = None) -> bool:
+        """Train for `epochs` (fractions allowed) on the task loss (+ penalty()); False if stopped.
+
+        Every `period_epochs` (fractions allowed; at the batch nearest each multiple) on_period(batches_done,
+        epochs_done) runs: ADMM's Z/U update.
+        after_step runs after every optimiser step (mask enforcement). Each epoch's shuffle and any
+        randomness are seeded from (recipe seed, stage, phase, epoch), so reruns are bit-identical on CPU.
+        """
+        s = self.session
+        phase_id = self.phase_count
+        self.phase_count += 1
+        model, device = s.model, s.device
+        optimizer_ = make_optimizer(optimizer, model.parameters())
+        n_epochs = math.ceil(epochs)
+        scheduler = make_scheduler(optimizer, optimizer_, n_epochs)
+        batches_per_epoch = len(s.data.train_batches(0))
+        budget = round(epochs * batches_per_epoch)
+        eval_every = self.spec.eval_every
+        done = 0
+        model.train()
+        for epoch in range(n_epochs):
+            seed = seed_for(s.recipe.seed, self.index, phase_id, epoch)
+            torch.manual_seed(seed)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for x, y in s.data.train_batches(seed):
+                if done >= budget:
+                    break
+                if s.stop_requested:
+                    return False
+                if s.pending_lr is not None:
+                    for group in optimizer_.param_groups:
+                        group["lr"] = s.pending_lr
+                    s.pending_lr = None
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                out = model(x)
+                loss = nn.functional.cross_entropy(out, y)
+                extra = penalty() if penalty is not None else None
+                total = loss + extra if extra is not None else loss
+                loss_value, total_value = float(loss.detach()), float(total.detach())
+                if not math.isfinite(total_value):
+                    # checked before the step, so the model keeps its last finite weights
+                    hint = (" The ADMM penalty is in the loss: rho is the likely cause; lower rho.init or rho.max."
+                            if extra is not None and math.isfinite(loss_value) else
+                            " Lower the learning rate (or rho, in an ADMM stage).")
+                    raise StageFailed(f"stage {self.index} ({self.spec.kind}, {phase}): the loss became "
+                                      f"{total_value} at epoch {epoch + 1}, batch {done + 1}; stopped.{hint}")
+                optimizer_.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer_.step()
+                if after_step is not None:
+                    after_step()
+                batch_correct = int((out.argmax(1) == y).sum())
+                loss_sum += loss.detach() * len(y)
+                correct += batch_correct
+                seen += len(y)
+                done += 1
+                self.step += 1
+                s.emit(BatchEnded(stage=self.index, phase=phase, epoch=epoch + 1, step=self.step,
+                                  total_batches=self.total_batches, loss=loss_value,
+                                  penalty=total_value - loss_value,
+                                  accuracy=batch_correct / len(y), lr=optimizer_.param_groups[0]["lr"]))
+                if on_period is not None and at_multiple(done, period_epochs, batches_per_epoch):
+                    on_period(done, done / batches_per_epoch)
+                if at_multiple(done, eval_every, batches_per_epoch) or done == budget:
+                    self.evaluation(phase, done / batches_per_epoch,
+                                    float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1))
+            if scheduler is not None:
+                scheduler.step()
+        return True
+
+    def evaluation(self, phase: str, epoch: float, train_loss: float | None, train_accuracy: float | None):
+        s = self.session
+        test_loss, test_accuracy = s.evaluate()
+        s.emit(EvaluationDone(stage=self.index, phase=phase, epoch=epoch, step=self.step,
+                              train_loss=train_loss, train_accuracy=train_accuracy, test_loss=test_loss,
+                              test_accuracy=test_accuracy, compression=s.compression(),
+                              sparsity={k: v["sparsity"] for k, v in s.layer_stats().items()}))
+        return test_accuracy

@@ -1,0 +1,148 @@
+"""The recipe: a YAML file describing a run (setup + stages), validated completely before any work.
+
+Errors are RecipeError with one line naming the field, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+
+
+class RecipeError(ValueError):
+    """A recipe (or a setting from the dashboard) is invalid; the message names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OptimizerSpec(Strict):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "step", "cosine"] = "none"
+    step_size: int = Field(10, ge=1)  # epochs between lr drops (step schedule)
+    gamma: float = Field(0.1, gt=0, le=1)  # lr factor at each drop (step schedule)
+
+
+class StageSpec(Strict):
+    """Fields every stage kind has; each kind adds its own (see engine.stages)."""
+
+    kind: str
+    eval_every: float = Field(1.0, gt=0)  # epochs between test-set evaluations
+
+
+class Recipe(Strict):
+    model: str = "lenet5"
+    pretrained: bool = False  # torchvision ImageNet weights (downloaded: only when asked)
+    dataset: str = "mnist-sample"
+    data_root: Path | None = None
+    test_root: Path | None = None
+    download: bool = False
+    batch_size: int = Field(64, ge=1)
+    test_batch_size: int = Field(1000, ge=1)
+    fake_size: int = Field(1000, ge=1)
+    fake_shape: tuple[int, int, int] | None = None
+    fake_classes: int | None = Field(None, ge=2)
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    seed: int = Field(0, ge=0)
+    start: Path | None = None  # None = random init; else a checkpoint (.pt) written by a run or by the dashboard
+    stages: list[StageSpec] = Field(default_factory=list)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, stages: Any) -> list[StageSpec]:
+        if not isinstance(stages, list):
+            raise ValueError("must be a list of stages, each with a kind")
+        return [parse_stage(s, f"stages[{i}]") for i, s in enumerate(stages)]
+
+    @field_validator("data_root", "test_root", "start")
+    @classmethod
+    def _absolute(cls, p: Path | None) -> Path | None:
+        # relative to the working directory the run starts in; stored absolute so a resumed run finds them
+        return None if p is None else p.expanduser().resolve()
+
+    def resolved(self) -> dict:
+        """The recipe with every default filled in, as plain YAML-able data."""
+        data = self.model_dump(mode="json")
+        data["stages"] = [s.model_dump(mode="json") for s in self.stages]
+        return data
+
+
+def stage_models() -> dict[str, type[StageSpec]]:
+    from .engine.stages import STAGES
+
+    return {kind: entry.spec for kind, entry in STAGES.items()}
+
+
+def parse_stage(data: Any, where: str) -> StageSpec:
+    if isinstance(data, StageSpec):
+        return data
+    if not isinstance(data, dict) or "kind" not in data:
+        raise RecipeError(f"{where}: each stage needs a kind (one of {', '.join(stage_models())})")
+    models = stage_models()
+    kind = data["kind"]
+    if kind not in models:
+        close = difflib.get_close_matches(str(kind), list(models), n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise RecipeError(f"{where}.kind = {kind!r} is not a stage kind{hint}; allowed: {', '.join(models)}")
+    try:
+        return models[kind].model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(describe(e, where)) from None
+
+
+def describe(error: ValidationError, where: str = "") -> str:
+    """One line per problem: 'field.path = value: what is allowed'."""
+    lines = []
+    for err in error.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        path = f"{where}.{path}" if where and path else (where or path)
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "is not a known field (check the spelling)"
+        lines.append(f"{path}{shown}: {message}")
+    return "; ".join(lines)
+
+
+def parse_recipe(data: dict | None, source: str = "recipe") -> Recipe:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping of fields (model, dataset, stages, ...)")
+    data = dict(data)
+    stages = data.pop("stages", [])
+    if not isinstance(stages, list):
+        raise RecipeError(f"{source}: stages must be a list of stages, each with a kind")
+    # stages first, each on its own, so an error names stages[i] and not the whole list
+    parsed = [parse_stage(stage, f"stages[{i}]") for i, stage in enumerate(stages)]
+    try:
+        return Recipe.model_validate({**data, "stages": parsed})
+    except ValidationError as e:
+        raise RecipeError(f"{source}: {describe(e)}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+    return parse_recipe(data, str(path))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.resolved(), sort_keys=False)

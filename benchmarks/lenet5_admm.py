@@ -1,0 +1,160 @@
+"""LeNet-5 on mnist-sample, tested on the real MNIST test set: ADMM vs magnitude pruning (issue protocol).
+
+    python benchmarks/lenet5_admm.py seeds  [--seeds 0 1 2]       # 71.2x: ADMM vs magnitude, 3 seeds
+    python benchmarks/lenet5_admm.py sweep  [--seed 0]            # accuracy vs compression per method
+    python benchmarks/lenet5_admm.py plot                         # the README plot from the saved results
+
+Protocol: 20 dense epochs (Adam 1e-3) on the 5,000 embedded digits; then 50 epochs for every method:
+ADMM 30 (Z/U every epoch) + 20 masked retrain; magnitude one-shot: 50 masked retrain; magnitude in 3 steps:
+3 x 16.7; progressive ADMM: 3 steps of 10 ADMM + 7 retrain (51). Results go to benchmarks/results/*.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+from admm_explorer.engine import run_recipe
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE.parent / "runs" / "bench-lenet5"
+MNIST_TEST = HERE.parent.parent / "shared" / "data" / "mnist"
+PAPER = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}  # 71.2x
+SIZES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
+RHO = {"init": 1e-3, "schedule": "geometric", "factor": 1.2, "max": 0.1}
+ADAM = {"name": "adam", "lr": 1e-3}
+
+
+def scaled(compression: float) -> dict[str, float]:
+    """Paper 1's per-layer keep fractions scaled by one factor so the total reaches `compression`."""
+    if abs(compression - 71.2) < 0.05:
+        return dict(PAPER)
+    base = sum(SIZES.values()) / sum(SIZES[n] * (1 - s) for n, s in PAPER.items())
+    f = base / compression
+    return {n: round(1 - (1 - s) * f, 6) for n, s in PAPER.items()}
+
+
+def method_stages(method: str, targets: dict[str, float]) -> list[dict]:
+    if method == "admm":
+        return [{"kind": "admm", "epochs": 30, "update_every": 1, "rho": RHO, "targets": targets, "optimizer": ADAM},
+                {"kind": "retrain", "epochs": 20, "optimizer": ADAM}]
+    if method == "progressive":
+        return [{"kind": "progressive", "targets": targets, "steps": 3, "admm_epochs": 10, "retrain_epochs": 7,
+                 "update_every": 1, "rho": RHO, "optimizer": ADAM, "retrain_optimizer": ADAM}]
+    if method == "magnitude":
+        return [{"kind": "magnitude", "targets": targets, "epochs": 50, "steps": 1, "optimizer": ADAM}]
+    if method == "magnitude-3":
+        return [{"kind": "magnitude", "targets": targets, "epochs": 50, "steps": 3, "optimizer": ADAM}]
+    raise ValueError(method)
+
+
+def base(seed: int) -> dict:
+    return {"model": "lenet5", "dataset": "mnist-sample", "test_root": str(MNIST_TEST), "device": "auto",
+            "seed": seed}
+
+
+def dense(seed: int) -> tuple[Path, float]:
+    out = RUNS / f"dense-s{seed}"
+    if not (out / "summary.json").exists():
+        run_recipe({**base(seed), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": ADAM}]}, out=out)
+    summary = json.loads((out / "summary.json").read_text())
+    return out / "checkpoints" / "stage0-pretrain.pt", summary["accuracy"]
+
+
+def pruned(method: str, compression: float, seed: int, start: Path) -> dict:
+    out = RUNS / f"{method}-{compression:g}x-s{seed}"
+    if not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["status"] != "finished":
+        if out.exists():
+            import shutil
+            shutil.rmtree(out)
+        recipe = {**base(seed), "start": str(start), "stages": method_stages(method, scaled(compression))}
+        run_recipe(recipe, out=out)
+    return json.loads((out / "summary.json").read_text())
+
+
+def save(name: str, data) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).write_text(json.dumps(data, indent=2))
+
+
+def cmd_seeds(seeds: list[int]) -> None:
+    methods = ["admm", "magnitude", "magnitude-3"]
+    rows = {m: [] for m in ["dense", *methods]}
+    for seed in seeds:
+        start, acc = dense(seed)
+        rows["dense"].append(acc)
+        for m in methods:
+            rows[m].append(pruned(m, 71.2, seed, start)["accuracy"])
+    save("lenet5_71x_seeds.json", {"seeds": seeds, "accuracy": rows})
+    print(f"LeNet-5 at paper 1's rates (71.2x), real MNIST test set, seeds {seeds}")
+    print(f"{'method':14s} {'mean':>8s} {'spread':>8s}  per seed")
+    for m, accs in rows.items():
+        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{m:14s} {statistics.mean(accs):8.2%} {spread:8.2%}  {' '.join(f'{a:.2%}' for a in accs)}")
+    loss = [d - a for d, a in zip(rows["dense"], rows["admm"])]
+    print(f"ADMM loss vs its dense start: mean {statistics.mean(loss) * 100:.2f} points (target <= 0.30)")
+
+
+def cmd_sweep(seed: int, levels: list[float]) -> None:
+    start, dense_acc = dense(seed)
+    points = {m: [] for m in ["admm", "progressive", "magnitude", "magnitude-3"]}
+    for m in points:
+        for c in levels:
+            s = pruned(m, c, seed, start)
+            points[m].append({"target": c, "compression": s["compression"], "accuracy": s["accuracy"]})
+    save("lenet5_sweep.json", {"seed": seed, "dense": dense_acc, "points": points})
+    print(f"dense {dense_acc:.2%}; highest compression within 0.5 points of it (seed {seed}):")
+    for m, pts in points.items():
+        ok = [p for p in pts if dense_acc - p["accuracy"] <= 0.005]
+        best = max(ok, key=lambda p: p["compression"]) if ok else None
+        line = " ".join(f"{p['compression']:.0f}x:{p['accuracy']:.2%}" for p in pts)
+        print(f"  {m:12s} {('%.1fx' % best['compression']) if best else 'none':>8s}   [{line}]")
+
+
+def cmd_plot() -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads((RESULTS / "lenet5_sweep.json").read_text())
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for m, pts in data["points"].items():
+        ax.plot([p["compression"] for p in pts], [p["accuracy"] * 100 for p in pts], "o-", label=m)
+    ax.axhline(data["dense"] * 100, color="k", lw=1, ls="--", label="dense")
+    ax.axhline(data["dense"] * 100 - 0.5, color="gray", lw=1, ls=":", label="dense - 0.5 points")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (prunable weights / nonzero weights)")
+    ax.set_ylabel("test accuracy on the 10,000 MNIST test digits (%)")
+    ax.set_title("LeNet-5, trained on 5,000 digits: accuracy vs compression")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = HERE.parent / "docs" / "lenet5_accuracy_vs_compression.png"
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p = sub.add_parser("sweep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--levels", type=float, nargs="+", default=[71.2, 100, 146, 200, 250, 300])
+    sub.add_parser("plot")
+    args = parser.parse_args()
+    if args.cmd == "seeds":
+        cmd_seeds(args.seeds)
+    elif args.cmd == "sweep":
+        cmd_sweep(args.seed, args.levels)
+    else:
+        cmd_plot()
+
+
+if __name__ == "__main__":
+    main()

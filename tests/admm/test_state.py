@@ -1,0 +1,142 @@
+"""Per-layer ADMM variables: residuals worked out by hand, penalty gradient, rho rescaling, reweighted."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from admm_explorer.admm import LayerTarget, RhoSpec
+from admm_explorer.admm.projections import soft_threshold
+from admm_explorer.admm.state import LayerADMM, LayerReweighted
+
+T = torch.tensor
+HALF = LayerTarget(sparsity=0.5)  # 2x3: keep the 3 largest |v|
+W0 = T([[3.0, -1.0, 0.5], [2.0, -4.0, 0.1]])
+W1 = T([[2.5, -1.0, 1.0], [1.0, -3.5, 2.0]])  # W after the first W-step
+W2 = T([[2.5, -0.5, 1.5], [0.5, -3.0, 1.5]])  # after the second
+
+
+def test_start_is_the_projection_of_w_never_w():
+    layer = LayerADMM(W0, HALF, RhoSpec(init=0.1, schedule="constant"))
+    assert torch.equal(layer.z, T([[3.0, 0.0, 0.0], [2.0, -4.0, 0.0]]))
+    assert torch.equal(layer.u, torch.zeros(2, 3)) and layer.rho == 0.1
+    assert float(layer.penalty(W0)) == pytest.approx(0.05 * (1 + 0.25 + 0.01))
+
+
+def test_two_rounds_by_hand_with_constant_rho():
+    layer = LayerADMM(W0, HALF, RhoSpec(init=0.1, schedule="constant"))
+    r1 = layer.update(W1)
+    # V = W1 + 0; top 3 of |V|: 3.5, 2.5, 2.0
+    assert torch.equal(layer.z, T([[2.5, 0.0, 0.0], [0.0, -3.5, 2.0]]))
+    assert torch.equal(layer.u, T([[0.0, -1.0, 1.0], [1.0, 0.0, 0.0]]))
+    assert r1.primal == pytest.approx(math.sqrt(3))
+    assert r1.dual == pytest.approx(0.1 * math.sqrt(0.25 + 4 + 0.25 + 4))  # Z1 - Z0 = [-.5 0 0; -2 .5 2]
+    assert r1.mask_flips == pytest.approx(1 / 3)  # kept {0,4,5} vs {0,3,4}: flat 5 is new
+    assert (r1.rho, r1.sparsity, r1.w_sparsity) == (0.1, 0.5, 0.0)
+    r2 = layer.update(W2)
+    # V = W2 + U1 = [2.5 -1.5 2.5; 1.5 -3 1.5]: top 3 are 3, 2.5, 2.5
+    assert torch.equal(layer.z, T([[2.5, 0.0, 2.5], [0.0, -3.0, 0.0]]))
+    assert torch.equal(layer.u, T([[0.0, -1.5, 0.0], [1.5, 0.0, 1.5]]))
+    assert r2.primal == pytest.approx(math.sqrt(0.25 + 1 + 0.25 + 2.25))
+    assert r2.dual == pytest.approx(0.1 * math.sqrt(6.25 + 0.25 + 4))  # Z2 - Z1 = [0 0 2.5; 0 .5 -2]
+    assert r2.mask_flips == pytest.approx(1 / 3)  # kept {0,2,4} vs {0,4,5}
+    assert r2.as_dict() == {"primal": r2.primal, "dual": r2.dual, "rho": 0.1, "mask_flips": r2.mask_flips,
+                            "sparsity": 0.5, "w_sparsity": 0.0}
+
+
+def test_two_rounds_by_hand_with_balance_rescale_u():
+    layer = LayerADMM(W0, HALF, RhoSpec(init=0.1, schedule="balance", mu=2, tau=2, max=10))
+    r1 = layer.update(W1)
+    # primal sqrt(3) = 1.73 > 2 * dual (0.58): rho 0.1 -> 0.2, U halved
+    assert r1.dual == pytest.approx(0.1 * math.sqrt(8.5)) and r1.rho == pytest.approx(0.2)
+    assert torch.allclose(layer.u, T([[0.0, -0.5, 0.5], [0.5, 0.0, 0.0]]))
+    r2 = layer.update(W2)
+    # V = W2 + U1 = [2.5 -1 2; 1 -3 1.5]: top 3 are 3, 2.5, 2
+    assert torch.equal(layer.z, T([[2.5, 0.0, 2.0], [0.0, -3.0, 0.0]]))
+    assert r2.primal == pytest.approx(math.sqrt(3))  # W2 - Z2 = [0 -.5 -.5; .5 0 1.5]
+    assert r2.dual == pytest.approx(0.2 * math.sqrt(8.25))  # the rho in force: Z2 - Z1 = [0 0 2; 0 .5 -2]
+    # 1.73 > 2 * 0.57: rho 0.2 -> 0.4 and U2 = [0 -1 0; 1 0 1.5] halved
+    assert r2.rho == pytest.approx(0.4)
+    assert torch.allclose(layer.u, T([[0.0, -0.5, 0.0], [0.5, 0.0, 0.75]]))
+
+
+def test_set_rho_keeps_the_unscaled_dual():
+    layer = LayerADMM(W0, HALF, 0.1)
+    layer.update(W1)
+    unscaled = layer.rho * layer.u
+    layer.set_rho(0.37)
+    assert layer.rho == 0.37 and torch.allclose(layer.rho * layer.u, unscaled)
+    with pytest.raises(ValueError, match="rho=0"):
+        layer.set_rho(0)
+
+
+def test_penalty_gradient_is_rho_times_w_minus_z_plus_u():
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(4, 3, 2, 2, generator=gen, dtype=torch.float64)
+    layer = LayerADMM(w0, LayerTarget(sparsity=0.6), 0.3)
+    layer.update(w0 + 0.1 * torch.randn(w0.shape, generator=gen, dtype=torch.float64))
+    w = (w0 + 0.2 * torch.randn(w0.shape, generator=gen, dtype=torch.float64)).requires_grad_()
+    loss = layer.penalty(w)
+    assert loss.dim() == 0
+    loss.backward()
+    assert torch.allclose(w.grad, layer.rho * (w - layer.z + layer.u).detach())
+    assert torch.autograd.gradcheck(layer.penalty, (w.detach().requires_grad_(),))  # finite differences
+
+
+def test_state_dict_round_trip_through_torch_load_weights_only():
+    layer = LayerADMM(W0, HALF, RhoSpec(init=0.1), mask=W0.abs() > 0.2)
+    layer.update(W1)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    restored = LayerADMM(W0, HALF, RhoSpec(init=0.1), mask=W0.abs() > 0.2)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.rho == layer.rho and torch.equal(restored.u, layer.u) and torch.equal(restored.mask, layer.mask)
+    assert restored.update(W2) == layer.update(W2)
+    with pytest.raises(ValueError, match="expected"):
+        restored.load_state_dict({"rho": 1.0})
+
+
+def test_mask_keeps_pruned_weights_out_of_z():
+    mask = T([[True, False, True], [True, True, False]])  # flat 1 and 5 pruned by an earlier step
+    layer = LayerADMM(W0, LayerTarget(sparsity=0.5), 0.1, mask=mask)
+    assert torch.equal(layer.z, T([[3.0, 0.0, 0.0], [2.0, -4.0, 0.0]]))  # top 3 of 3, .5, 2, -4
+    layer.update(T([[1.0, 9.0, 1.0], [1.0, 1.0, 9.0]]))  # large values outside the mask
+    assert not layer.z[~mask].any() and int(layer.kept.sum()) == 3
+
+
+def test_reweighted_start_and_round_by_hand():
+    w = T([[1.0, -0.2, 0.05], [0.5, -2.0, 0.0]])
+    lam, eps, rho = 0.01, 0.1, 0.1
+    layer = LayerReweighted(w, LayerTarget(sparsity=0.5), RhoSpec(init=rho, schedule="constant"), lam=lam, eps=eps)
+    z0 = soft_threshold(w, lam / (w.abs() + eps) / rho)  # thresholds 0.0909 0.333 0.667 0.167 0.0476 1
+    assert torch.allclose(layer.z, z0) and torch.equal(layer.z != 0, T([[True, False, False], [True, True, False]]))
+    assert torch.allclose(layer.a, 1 / (z0.abs() + eps))
+    w1 = T([[0.9, -0.3, 0.2], [0.4, -1.8, 0.1]])
+    r = layer.update(w1)
+    z1 = soft_threshold(w1, lam * (1 / (z0.abs() + eps)) / rho)
+    assert torch.allclose(layer.z, z1) and torch.allclose(layer.u, w1 - z1)
+    assert r.primal == pytest.approx(float((w1 - z1).norm())) and r.dual == pytest.approx(rho * float((z1 - z0).norm()))
+    assert r.sparsity == pytest.approx(float((z1 == 0).float().mean()))
+
+
+def test_reweighted_makes_more_zeros_as_lam_grows():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(40, 30, generator=gen) * 0.05
+    sparsities = []
+    for lam in (1e-7, 1e-6, 1e-5, 1e-4):
+        layer = LayerReweighted(w, LayerTarget(sparsity=0.9), 1e-2, lam=lam, eps=1e-3)
+        for _ in range(3):
+            r = layer.update(w)
+        sparsities.append(r.sparsity)
+    assert all(a < b for a, b in zip(sparsities, sparsities[1:])), sparsities
+    assert sparsities[0] < 0.1 and sparsities[-1] > 0.9
+
+
+def test_reweighted_refuses_quantization_and_bad_parameters():
+    with pytest.raises(ValueError, match="needs a sparsity and no bits"):
+        LayerReweighted(W0, LayerTarget(sparsity=0.5, bits=2), 0.1, lam=1e-3, eps=1e-3)
+    with pytest.raises(ValueError, match="lam=0"):
+        LayerReweighted(W0, HALF, 0.1, lam=0, eps=1e-3)

@@ -1,0 +1,77 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from admm_explorer.data import DataMissing, DataSpec, load_data
+from admm_explorer.data.mnist import MNIST_MEAN, MNIST_STD, mnist_sample, read_idx
+
+
+def test_sample_split_is_deterministic_and_disjoint():
+    a = load_data(DataSpec(batch_size=5000), (1, 28, 28), 10)
+    b = load_data(DataSpec(batch_size=5000), (1, 28, 28), 10)
+    assert (a.n_train, a.n_test) == (4000, 1000)
+    xa, ya = next(iter(a.train_batches(None)))
+    xb, yb = next(iter(b.train_batches(None)))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    xt, _ = next(iter(a.test_batches()))
+    # no test digit is also a training digit
+    train_rows = {r.numpy().tobytes() for r in xa.reshape(len(xa), -1)}
+    assert not any(r.numpy().tobytes() in train_rows for r in xt.reshape(len(xt), -1))
+    assert ya.bincount().min() > 350  # every class present in training
+
+
+def test_sample_is_real_mnist():
+    x, y = mnist_sample()
+    assert x.shape == (5000, 784) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [500] * 10
+    batch = load_data(DataSpec(batch_size=4000), (1, 28, 28), 10)
+    xb, _ = next(iter(batch.train_batches(None)))
+    assert xb.shape == (4000, 1, 28, 28)
+    # standardised with MNIST's mean/std: background pixels sit at -mean/std
+    assert float(xb.min()) == pytest.approx(-MNIST_MEAN / MNIST_STD, abs=1e-5)
+
+
+def test_shuffle_depends_only_on_seed():
+    data = load_data(DataSpec(), (1, 28, 28), 10)
+    first = [y for _, y in data.train_batches(3)]
+    again = [y for _, y in data.train_batches(3)]
+    other = [y for _, y in data.train_batches(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0])
+    assert len(first) == len(data.train_batches(3)) == 63
+
+
+def test_real_test_set(mnist_test_root):
+    data = load_data(DataSpec(test_root=mnist_test_root), (1, 28, 28), 10)
+    assert (data.n_train, data.n_test) == (5000, 10_000)
+    labels = torch.cat([y for _, y in data.test_batches()])
+    # the MNIST test set's published class counts
+    assert labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_idx_errors(tmp_path):
+    bad = tmp_path / "t10k-images-idx3-ubyte"
+    bad.write_bytes(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 100)
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(bad)
+    (tmp_path / "x.gz").write_bytes(gzip.compress(b"not idx"))
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        read_idx(tmp_path / "x.gz")
+    with pytest.raises(DataMissing, match="t10k-images"):
+        load_data(DataSpec(test_root=tmp_path / "nowhere"), (1, 28, 28), 10)
+
+
+def test_fake_follows_the_model():
+    data = load_data(DataSpec(name="fake", fake_size=20, batch_size=8), (3, 32, 32), 10)
+    x, y = next(iter(data.train_batches(0)))
+    assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64 and int(y.max()) < 10
+    assert data.n_train == 20 and data.n_test == 4
+
+
+def test_missing_data_without_download(tmp_path):
+    with pytest.raises(DataMissing, match="download: true"):
+        load_data(DataSpec(name="cifar10", data_root=tmp_path), (3, 32, 32), 10)
+    with pytest.raises(DataMissing, match="download: true"):
+        load_data(DataSpec(name="mnist", data_root=tmp_path), (1, 28, 28), 10)

@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import yaml
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "admm_explorer.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_lists():
+    models = cli("models")
+    assert models.returncode == 0
+    assert "lenet5" in models.stdout and "1x28x28 -> 10" in models.stdout and "resnet50" in models.stdout
+    datasets = cli("datasets")
+    assert datasets.returncode == 0 and "mnist-sample" in datasets.stdout and "fake" in datasets.stdout
+
+
+def write(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_error_line(result):
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_clear_errors(tmp_path):
+    assert "did you mean lenet5" in one_error_line(cli("run", str(write(tmp_path, {"model": "lenet"})),
+                                                        "--out", str(tmp_path / "o")))
+    assert "did you mean cifar10" in one_error_line(cli("run", str(write(tmp_path, {"dataset": "cifar-10"})),
+                                                         "--out", str(tmp_path / "o")))
+    assert "takes inputs of shape" in one_error_line(
+        cli("run", str(write(tmp_path, {"model": "resnet20"})), "--out", str(tmp_path / "o")))
+    ok = write(tmp_path, {"stages": [{"kind": "pretrain", "epochs": 0.1}]})
+    (tmp_path / "f").write_text("")
+    assert "not writable" in one_error_line(cli("run", str(ok), "--out", str(tmp_path / "f" / "o")))
+    missing = write(tmp_path, {"model": "resnet20", "dataset": "cifar10", "data_root": str(tmp_path / "none")})
+    assert "CIFAR-10 is not in" in one_error_line(cli("run", str(missing), "--out", str(tmp_path / "o2")))
+    (tmp_path / "c.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    corrupt = write(tmp_path, {"start": str(tmp_path / "c.pt")})
+    assert "corrupt" in one_error_line(cli("run", str(corrupt), "--out", str(tmp_path / "o3")))
+
+
+def test_run_and_resume_from_cli(tmp_path):
+    recipe = write(tmp_path, {"device": "cpu", "stages": [{"kind": "pretrain", "epochs": 0.2}]})
+    done = cli("run", str(recipe), "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
+    again = cli("run", "--resume", str(tmp_path / "run"))
+    assert again.returncode == 2 and "already finished" in again.stderr

@@ -1,0 +1,155 @@
+"""ADMM, retrain, progressive and magnitude stages on the embedded sample: exact sparsity, zeros that stay
+zero, one ADMM round per period with residuals and histograms, clear failures."""
+import math
+
+import pytest
+import torch
+
+from admm_explorer.admm import LayerTarget
+from admm_explorer.admm.projections import keep_count
+from admm_explorer.engine import AdmmRound, EvaluationDone, Session, StageFailed
+from admm_explorer.recipe import RecipeError, parse_recipe
+
+PAPER = {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
+SHAPES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A LeNet-5 trained for one epoch, saved as a start checkpoint."""
+    from admm_explorer.engine.checkpoints import save
+    from admm_explorer.engine.stages.dense import PretrainSpec
+
+    session = Session(parse_recipe({"device": "cpu", "seed": 3}))
+    session.run_stage(PretrainSpec(epochs=1, eval_every=1))
+    path = tmp_path_factory.mktemp("start") / "dense.pt"
+    save(session, path, 0, "pretrain")
+    return path
+
+
+def session_from(start, stages=()):
+    return Session(parse_recipe({"device": "cpu", "seed": 3, "start": str(start), "stages": list(stages)}))
+
+
+def stage(session, data):
+    return session.run_stage(parse_recipe({"stages": [data]}).stages[0])
+
+
+def test_admm_rounds_then_retrain_meets_the_targets_exactly(pretrained):
+    session = session_from(pretrained)
+    events = []
+    session.subscribe(events.append)
+    stage(session, {"kind": "admm", "epochs": 1, "update_every": 0.25, "eval_every": 1,
+                    "rho": {"init": 0.01, "schedule": "geometric", "factor": 2, "max": 1}, "targets": PAPER})
+    rounds = [e for e in events if isinstance(e, AdmmRound)]
+    assert [r.round for r in rounds] == [1, 2, 3, 4]
+    assert [r.step for r in rounds] == [16, 32, 47, 63]  # 63 batches: the batches nearest 15.75 * k
+    for r in rounds:
+        assert set(r.layers) == set(PAPER)
+        for name, layer in r.layers.items():
+            assert sum(layer["w_counts"]) == SHAPES[name]
+            assert sum(layer["kept_counts"]) == keep_count(SHAPES[name], PAPER[name])
+            assert layer["sparsity"] == pytest.approx(1 - keep_count(SHAPES[name], PAPER[name]) / SHAPES[name])
+            assert len(layer["edges"]) == len(layer["w_counts"]) + 1
+    assert [r.layers["fc1"]["rho"] for r in rounds] == pytest.approx([0.02, 0.04, 0.08, 0.16])
+    # W is pulled towards Z: the primal residual of fc1 falls over the rounds
+    primal = [r.layers["fc1"]["primal"] for r in rounds]
+    assert primal[-1] < primal[0]
+    # ADMM alone prunes nothing yet
+    assert session.compression() == 1.0
+
+    stage(session, {"kind": "retrain", "epochs": 0.5})
+    layers = session.layer_stats()
+    for name, s in PAPER.items():
+        assert layers[name]["nonzero"] == keep_count(SHAPES[name], s)
+    kept = sum(keep_count(SHAPES[n], s) for n, s in PAPER.items())
+    assert kept == 6_050
+    assert session.compression() == pytest.approx(430_500 / 6_050)  # 71.2x, paper 1's rates
+    assert session.records[-1].accuracy > 0.6  # far above chance after a half-epoch retrain at 71x
+
+
+def test_progressive_carries_zeros_forward(pretrained):
+    session = session_from(pretrained)
+    phases = []
+    session.subscribe(lambda e: phases.append(e.phase) if isinstance(e, EvaluationDone) else None)
+    masks_after_step = []
+    session.subscribe(lambda e: masks_after_step.append({k: v.clone() for k, v in session.masks.items()})
+                      if isinstance(e, EvaluationDone) and e.phase.startswith("retrain") else None)
+    stage(session, {"kind": "progressive", "targets": {"*": 0.99}, "steps": 2, "admm_epochs": 0.25,
+                    "retrain_epochs": 0.25, "update_every": 0.125, "eval_every": 0.25})
+    assert phases == ["admm 1/2", "retrain 1/2", "admm 2/2", "retrain 2/2"]
+    first, second = masks_after_step
+    for name in SHAPES:
+        assert not bool((second[name] & ~first[name]).any())  # nothing pruned in step 1 came back
+        # geometric plan: keep sqrt(0.01) = 10% after step 1, 1% after step 2
+        assert int(first[name].sum()) == keep_count(SHAPES[name], 1 - math.sqrt(0.01))
+        assert int(second[name].sum()) == keep_count(SHAPES[name], 0.99)
+    assert session.targets["fc1"] == LayerTarget(sparsity=0.99)
+
+
+def test_magnitude_in_steps(pretrained):
+    session = session_from(pretrained)
+    stage(session, {"kind": "magnitude", "targets": PAPER, "epochs": 0.5, "steps": 2})
+    stats = session.layer_stats()
+    assert all(stats[n]["nonzero"] == keep_count(SHAPES[n], s) for n, s in PAPER.items())
+    # magnitude keeps the largest weights of the start model where it prunes one-shot
+    one_shot = session_from(pretrained)
+    w = one_shot.model.fc2.weight.detach().abs().flatten()
+    stage(one_shot, {"kind": "magnitude", "targets": {"fc2": 0.5}, "epochs": 0.02})
+    kept = one_shot.masks["fc2"].flatten()
+    assert float(w[kept].min()) >= float(w[~kept].max())
+
+
+def test_rho_too_large_fails_naming_rho(pretrained):
+    session = session_from(pretrained)
+    with pytest.raises(StageFailed, match="rho"):
+        stage(session, {"kind": "admm", "epochs": 0.5, "update_every": 0.05, "targets": {"*": 0.9},
+                        "rho": {"init": 1e4, "schedule": "geometric", "factor": 10, "max": 1e30},
+                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}})
+    assert all(torch.isfinite(p).all() for p in session.model.parameters())
+
+
+def test_targets_are_checked_before_any_work(tmp_path):
+    with pytest.raises(RecipeError, match=r"stages\[1\] \(admm\): unknown layer 'fc3'.*did you mean fc2, fc1"):
+        from admm_explorer.engine import run_recipe
+        run_recipe(parse_recipe({"stages": [{"kind": "pretrain", "epochs": 1},
+                                            {"kind": "admm", "targets": {"fc3": 0.9}}]}), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(RecipeError, match=r"targets.fc1.sparsity.*less than 1|0 <= sparsity < 1"):
+        parse_recipe({"stages": [{"kind": "admm", "targets": {"fc1": {"sparsity": 1.0}}}]})
+    with pytest.raises(RecipeError, match="cannot be pruned"):
+        check = parse_recipe({"stages": [{"kind": "retrain", "targets": {"relu": 0.5}}]})
+        from admm_explorer.engine.session import check_recipe
+        check_recipe(check)
+    with pytest.raises(RecipeError, match="at least one layer"):
+        parse_recipe({"stages": [{"kind": "admm", "targets": {}}]})
+
+
+def test_retrain_without_targets_says_what_to_do():
+    session = Session(parse_recipe({"device": "cpu"}))
+    with pytest.raises(StageFailed, match="run an admm or progressive stage first"):
+        stage(session, {"kind": "retrain", "epochs": 0.1})
+
+
+def test_run_exports_the_pruned_model_in_both_forms(tmp_path, pretrained):
+    from admm_explorer.admm.masks import from_prune_form, to_prune_form
+    from admm_explorer.engine import run_recipe
+    from admm_explorer.models import build_model
+
+    run_recipe(parse_recipe({"device": "cpu", "start": str(pretrained), "stages": [
+        {"kind": "admm", "epochs": 0.2, "update_every": 0.1, "targets": {"*": 0.9}},
+        {"kind": "retrain", "epochs": 0.1}]}), out=tmp_path / "run")
+    plain = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    model = build_model("lenet5")
+    model.load_state_dict(plain)  # a plain state_dict: no prune reparametrisation needed
+    assert int((model.fc1.weight == 0).sum()) == 400_000 - keep_count(400_000, 0.9)
+    pruned_form = torch.load(tmp_path / "run" / "model_prune_form.pt", weights_only=True)
+    assert {"fc1.weight_orig", "fc1.weight_mask"} <= set(pruned_form) and "fc1.weight" not in pruned_form
+    other = build_model("lenet5")
+    to_prune_form(other, {n: torch.ones_like(p, dtype=torch.bool) for n, p in
+                          (("conv1", other.conv1.weight), ("conv2", other.conv2.weight),
+                           ("fc1", other.fc1.weight), ("fc2", other.fc2.weight))})
+    other.load_state_dict(pruned_form)
+    from_prune_form(other)
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(model.eval()(x), other.eval()(x))

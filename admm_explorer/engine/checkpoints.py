@@ -61,7 +61,7 @@ def rebuild(payload: dict, model: nn.Module) -> nn.Module:
     if payload.get("arch"):
         from ..prm import build_shrunk
 
-        return build_shrunk(model, payload["arch"])
+        return build_shrunk(payload["arch"])
     return model
 
 

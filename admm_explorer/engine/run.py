@@ -8,6 +8,7 @@ DIR/state.json        finished stages, so --resume knows where to go on
 DIR/summary.json      final accuracy, compression, per-layer counts, per-stage records (+ params/flops after purify)
 DIR/model.pt          the final model: a plain state_dict, masks applied (pruned weights are 0.0)
 DIR/model_prune_form.pt  the same in torch.nn.utils.prune form (weight_orig / weight_mask), when masks exist
+DIR/model_shrunk.pt   after purify: the physically shrunk model (admm_explorer.prm.load_shrunk reads it)
 """
 from __future__ import annotations
 
@@ -91,13 +92,18 @@ def summary(session: Session, status: str) -> dict:
 
 
 def export_model(session: Session, out: Path) -> None:
-    """model.pt (plain state_dict) and, for a masked model, model_prune_form.pt (weight_orig / weight_mask)."""
+    """model.pt (plain state_dict); model_prune_form.pt (weight_orig / weight_mask) for a masked model;
+    model_shrunk.pt (state_dict + architecture) for a physically shrunk one."""
     import copy
 
     from ..admm import to_prune_form
 
     torch.save({k: v.detach().cpu() for k, v in session.model.state_dict().items()}, out / "model.pt")
-    if session.masks and session.arch is None:
+    if session.arch is not None:
+        from ..prm import save_shrunk
+
+        save_shrunk(copy.deepcopy(session.model).cpu(), out / "model_shrunk.pt", base=session.arch["base"])
+    elif session.masks:
         model = copy.deepcopy(session.model).cpu()
         to_prune_form(model, {k: v.cpu() for k, v in session.masks.items()})
         torch.save({k: v.detach() for k, v in model.state_dict().items()}, out / "model_prune_form.pt")

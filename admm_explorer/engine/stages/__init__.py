@@ -38,4 +38,4 @@ def get_stage(kind: str) -> StageEntry:
     return lookup(STAGES, kind, "stage kind")
 
 
-from . import dense, pruning  # noqa: E402,F401  (registers the stage kinds)
+from . import dense, pruning, purify  # noqa: E402,F401  (registers the stage kinds)

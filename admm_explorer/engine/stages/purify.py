@@ -1,0 +1,68 @@
+"""purify: P-RM (paper 3) - network purification, unused path removal, physical shrink.
+
+The purification criterion is our reconstruction (paper 3 does not publish it): see prm/purify.py.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ...prm import DEFAULT_TAUS, architecture, purify
+from ...recipe import OptimizerSpec, StageSpec
+from ..events import PurifyDone
+from . import StageEntry, register
+from .pruning import retrain_phase
+
+
+class PurifySpec(StageSpec):
+    kind: Literal["purify"] = "purify"
+    tolerance: float = Field(0.001, ge=0, lt=1)  # accuracy loss purification may cost (0.001 = 0.1 points)
+    taus: list[float] = Field(default_factory=lambda: list(DEFAULT_TAUS))  # thresholds, x a layer's mean norm
+    retrain_epochs: float = Field(2, ge=0)  # short masked retrain after purification
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    latency: bool = True  # measure CPU latency before/after (batch 1 and 64)
+
+    @field_validator("taus")
+    @classmethod
+    def _taus(cls, taus: list[float]) -> list[float]:
+        if not taus or not all(0 < t < 1 for t in taus):
+            raise ValueError("give one or more thresholds, each in (0, 1)")
+        return taus
+
+
+def run_purify(session, spec: PurifySpec, ctx) -> None:
+    def evaluate(model) -> float:
+        return session.evaluate(model)[1]
+
+    def retrain(model, masks) -> None:
+        # the purified copy is retrained in place, under its own masks
+        session.model, session.masks = model, masks
+        if spec.retrain_epochs > 0:
+            retrain_phase(session, ctx, "retrain", spec.retrain_epochs, spec.optimizer)
+
+    dense_model, dense_masks = session.model, session.masks
+    try:
+        result = purify(dense_model, dense_masks, evaluate, spec.tolerance, tuple(spec.taus), retrain,
+                        input_shape=session.spec.input_shape, latency=spec.latency)
+    except BaseException:
+        session.model, session.masks = dense_model, dense_masks
+        raise
+    session.model = result.model.to(session.device)
+    session.arch = architecture(result.model, base=session.recipe.model)
+    # zeros that remain inside the shrunk layers (unstructured pruning) stay zero from now on
+    session.masks = {name: m.weight.detach() != 0 for name, m in session.prunable().items()
+                     if name in dense_masks}
+    session.targets = {}
+    removed = {name: {"filters": len(r.get("out", [])), "channels": len(r.get("in", []))}
+               for name, r in result.removed.items() if r.get("out") or r.get("in")}
+    event = PurifyDone(
+        stage=ctx.index, tau=result.tau, tolerance=spec.tolerance,
+        sweep=[{"tau": t, "accuracy": a} for t, a in sorted(result.accuracies.items())],
+        before={**result.before, "accuracy": result.accuracy_before},
+        after={**result.after, "accuracy": result.accuracy_after}, removed=removed)
+    session.purify_report = {k: v for k, v in event.as_dict().items() if k not in ("kind", "time")}
+    session.emit(event)
+
+
+register(StageEntry("purify", PurifySpec, run_purify, epochs=lambda s: s.retrain_epochs))

@@ -1,0 +1,122 @@
+"""Network purification and the whole P-RM step: purify, retrain, remove unused paths, shrink.
+
+Purification criterion (our reconstruction; paper 3 does not publish the exact rule): in every layer the
+user pruned, a remaining filter (GEMM row) whose L2 norm is below tau times the mean norm of the
+layer's remaining filters is removed, and so is a remaining GEMM column (C*kh*kw, or a linear input)
+below tau times the mean of the remaining columns; rows and columns are judged on the same weights.
+tau is swept over `taus` (all in (0, 1): the largest filter and column of a layer always stay) and
+the largest tau whose accuracy stays within `tolerance` of the accuracy before purification is kept
+(tau = 0 means nothing is purified). Each candidate is evaluated on its own, so a non-monotone
+accuracy curve is handled. Rows of the layers that produce the network's outputs are never purified.
+Then the caller's short masked retrain runs, and unused path removal (paths.py) and the physical
+shrink (shrink.py) follow; both are exact, so they change no accuracy.
+
+The masked network is the model with weights multiplied by the masks and `structured_masks_to_bn`
+applied (a pruned conv filter's BN gamma and beta are zero); accuracies are measured on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .graph import channel_graph
+from .paths import baked, plan, structured_masks_to_bn
+from .report import report
+from .shrink import shrink_plan
+
+DEFAULT_TAUS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class PurifyResult:
+    model: nn.Module  # physically shrunk
+    tau: float  # chosen threshold; 0.0 when no tau kept the accuracy within tolerance
+    accuracies: dict[float, float]  # tau -> accuracy of the purified masked network (before retraining)
+    accuracy_before: float  # the masked network given to purify
+    accuracy_after: float  # the shrunk network, after the retrain
+    masks: dict[str, torch.Tensor]  # after purification, shaped like the unshrunk weights
+    removed: dict[str, dict[str, list[int]]]  # unused path removal: module -> {"out": [...], "in": [...]}
+    before: dict  # report() of the masked network
+    after: dict  # report() of the shrunk network
+
+
+def masked(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy of `model` with weights multiplied by `masks` and pruned filters' BN zeroed."""
+    model = baked(model)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = model.get_submodule(name).weight
+            weight.mul_(mask.to(weight.device))
+    return structured_masks_to_bn(model, masks)
+
+
+def _weak(norms: torch.Tensor, tau: float) -> torch.Tensor:
+    """bool: nonzero norms below tau times the mean of the nonzero norms."""
+    alive = norms.gt(0)
+    if not alive.any():
+        return alive
+    return alive & norms.lt(tau * norms[alive].mean())
+
+
+def purification_masks(model: nn.Module, masks: dict[str, torch.Tensor], tau: float,
+                       protected: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """`masks` with the weak rows and columns of each masked weight also zeroed; rows of `protected` stay."""
+    out = {}
+    for name, mask in masks.items():
+        weight = model.get_submodule(name).weight.detach()
+        w = (weight * mask.to(weight.device)).flatten(1)  # (F, C*kh*kw)
+        rows = _weak(w.norm(dim=1), tau)
+        if name in protected:
+            rows = torch.zeros_like(rows)
+        cols = _weak(w.norm(dim=0), tau)
+        keep = ~rows[:, None] & ~cols[None, :]
+        out[name] = mask * keep.view(mask.shape).to(mask.device)
+    return out
+
+
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[str]:
+    """Layers whose rows are the network's outputs (the classifier): never purified, never shrunk."""
+    g = channel_graph(model, example_input)
+    return frozenset(name for name, space in g.rows.items() if space in g.outputs)
+
+
+def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[[nn.Module], float],
+           tolerance: float = 0.001, taus: tuple[float, ...] = DEFAULT_TAUS,
+           retrain: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None, *,
+           input_shape: tuple[int, ...], latency: bool = True) -> PurifyResult:
+    """P-RM: purification sweep, retrain(model, masks) in place if given, unused path removal, shrink.
+
+    `evaluate` returns accuracy as a fraction; `tolerance` is in the same unit (0.001 = 0.1 points).
+    `input_shape` is one sample's (C, H, W), used to trace the network and for the reports.
+    `model` is not modified.
+    """
+    if not all(0 < t < 1 for t in taus):
+        raise ValueError(f"taus must lie in (0, 1), got {taus}")
+    base = masked(model, masks)
+    x = torch.zeros(1, *input_shape, device=next(base.parameters()).device)
+    protected = output_layers(base, x)
+    accuracy = evaluate(base)
+    accuracies = {t: evaluate(masked(base, purification_masks(base, masks, t, protected))) for t in sorted(taus)}
+    tau = max((t for t, a in accuracies.items() if accuracy - a <= tolerance + 1e-9), default=0.0)
+    final_masks = purification_masks(base, masks, tau, protected)
+    purified = masked(base, final_masks)
+    if retrain is not None:
+        retrain(purified, final_masks)
+        purified = masked(purified, final_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
+    p = plan(purified, x)
+    removed = p.by_layer()
+    shrunk = shrink_plan(p)
+    return PurifyResult(
+        model=shrunk,
+        tau=tau,
+        accuracies=accuracies,
+        accuracy_before=accuracy,
+        accuracy_after=evaluate(shrunk),
+        masks=final_masks,
+        removed=removed,
+        before=report(base, input_shape, latency=latency),
+        after=report(shrunk, input_shape, latency=latency),
+    )

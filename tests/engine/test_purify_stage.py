@@ -1,0 +1,41 @@
+"""The purify stage from a recipe: structured ADMM -> retrain -> P-RM, a smaller network that reloads."""
+import json
+
+import torch
+
+from admm_explorer.engine import PurifyDone, Session, run_recipe
+from admm_explorer.prm import load_shrunk
+from admm_explorer.recipe import parse_recipe
+
+TARGETS = {"conv1": {"sparsity": 0.5, "structure": "filter"},
+           "conv2": {"sparsity": 0.6, "structure": "filter"},
+           "fc1": {"sparsity": 0.8, "structure": "filter"}, "fc2": 0.5}
+
+
+def test_structured_admm_then_purify(tmp_path):
+    events = []
+    recipe = {"device": "cpu", "seed": 5, "stages": [
+        {"kind": "pretrain", "epochs": 0.5, "eval_every": 0.5},
+        {"kind": "admm", "epochs": 0.5, "update_every": 0.125, "targets": TARGETS, "eval_every": 0.5},
+        {"kind": "retrain", "epochs": 0.25},
+        {"kind": "purify", "retrain_epochs": 0.1, "latency": False, "taus": [0.1, 0.5]}]}
+    summary = run_recipe(recipe, out=tmp_path / "run", subscribers=(events.append,))
+    done = next(e for e in events if isinstance(e, PurifyDone))
+    # the filters ADMM removed are gone physically: conv1 keeps 10 of 20 filters at most, conv2 20 of 50
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "stage3-purify.pt", weights_only=True)
+    assert ckpt["arch"]["channels"]["conv1"][1] <= 10 and ckpt["arch"]["channels"]["conv2"][1] <= 20
+    assert ckpt["arch"]["channels"]["fc1"][1] <= 100  # fc1 rows that fed nothing
+    session = Session(parse_recipe({"device": "cpu", "start": str(tmp_path / "run" / "checkpoints" /
+                                                                      "stage3-purify.pt")}))
+    params = sum(p.numel() for p in session.model.parameters())
+    assert summary["params"] == params == done.after["params"] < 431_080
+    assert done.before["params"] == 431_080
+    assert summary["flops"] == done.after["macs"] < done.before["macs"]
+    # the reloaded shrunk checkpoint gives the run's final accuracy, and so does model_shrunk.pt
+    assert session.evaluate()[1] == summary["accuracy"] == done.after["accuracy"]
+    shrunk = load_shrunk(tmp_path / "run" / "model_shrunk.pt").eval()
+    x = torch.randn(8, 1, 28, 28)
+    assert torch.allclose(shrunk(x), session.model.eval()(x), atol=1e-6)
+    assert [s["tau"] for s in done.sweep] == [0.1, 0.5]
+    assert done.tau in (0.0, 0.1, 0.5)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["purify"]["tau"] == done.tau

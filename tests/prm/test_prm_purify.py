@@ -1,0 +1,124 @@
+"""Purification: a constructed network whose accuracy depends on which filters survive, known by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from admm_explorer.prm import masked, purify, report
+
+# filter norms of the constructed conv; mean 0.619. Filter 6 (norm 0.3) matters: losing it costs 1 point.
+NORMS = [1.0, 1.0, 1.0, 1.0, 0.05, 0.1, 0.3, 0.5]
+COST = {0.05: 0.0004, 0.1: 0.0004, 0.3: 0.01, 0.5: 0.0004}  # accuracy lost when the filter of that norm is gone
+SHAPE = (3, 8, 8)
+
+
+def constructed() -> nn.Sequential:
+    """conv 3->8 3x3 whose filters are NORMS times one direction of equal-magnitude entries (so every
+    GEMM column has the same norm and none is weak), BN, ReLU, global pool, linear 8->4."""
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    direction = (torch.randint(0, 2, (3, 3, 3), generator=gen) * 2 - 1) / 27 ** 0.5
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor(NORMS)[:, None, None, None] * direction)
+        model[5].weight.copy_(torch.randint(0, 2, (4, 8), generator=gen) * 2.0 - 1)
+    return model.eval()
+
+
+def evaluate(model: nn.Module) -> float:
+    """0.9 minus the cost of every NORMS filter missing from the first conv (works shrunk or not)."""
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    return 0.9 - sum(cost for n, cost in COST.items() if not (norms - n).abs().lt(1e-4).any())
+
+
+def ones(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {"0": torch.ones_like(model[0].weight), "5": torch.ones_like(model[5].weight)}
+
+
+def removed_filters(before: dict, after: dict) -> list[int]:
+    alive = lambda m: m.flatten(1).ne(0).any(1)  # noqa: E731
+    return (alive(before["0"]) & ~alive(after["0"])).nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize("tolerance, tau, gone", [
+    (0.001, 0.4, [4, 5]),  # tau 0.5 would take filter 6 (0.3 < 0.5 * 0.619): a 1-point loss
+    (0.02, 0.9, [4, 5, 6, 7]),  # 0.5 < 0.9 * 0.619
+    (0.0001, 0.05, []),  # 0.05 < 0.05 * 0.619 is false: nothing goes, and 0.0 never enters the sweep
+])
+def test_purification_keeps_filters_that_matter(tolerance, tau, gone):
+    model = constructed()
+    masks = ones(model)
+    result = purify(model, masks, evaluate, tolerance, input_shape=SHAPE, latency=False)
+    assert result.tau == pytest.approx(tau)
+    assert result.accuracy_before == pytest.approx(0.9)
+    assert removed_filters(masks, result.masks) == gone
+    # the oracle: no removed filter costs, on its own, more than the tolerance
+    for f in gone:
+        alone = {name: mask.clone() for name, mask in masks.items()}
+        alone["0"][f] = 0
+        assert 0.9 - evaluate(masked(model, alone)) <= tolerance + 1e-9
+    assert result.accuracy_before - result.accuracy_after <= tolerance + 1e-9
+    assert result.model[0].out_channels == 8 - len(gone) and result.model[5].out_features == 4
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert (masked(model, result.masks)(x) - result.model(x)).abs().max() < 1e-5
+    kept = 8 - len(gone)
+    assert result.after["macs"] == kept * 27 * 64 + 4 * kept
+    assert result.after["params"] == kept * 27 + 2 * kept + 4 * kept + 4
+    assert result.before["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_sweep_evaluates_every_tau_and_picks_the_largest_within_tolerance():
+    model = constructed()
+    result = purify(model, ones(model), evaluate, 0.001, taus=(0.9, 0.1, 0.4, 0.2), input_shape=SHAPE, latency=False)
+    assert list(result.accuracies) == [0.1, 0.2, 0.4, 0.9]
+    assert result.accuracies[0.9] == pytest.approx(0.9 - 0.0112)
+    assert result.tau == 0.4
+
+
+def test_retrain_runs_on_the_purified_masked_model_and_masks_hold():
+    model = constructed()
+    calls = []
+
+    def retrain(m: nn.Module, masks: dict) -> None:  # a careless retrain that moves pruned weights too
+        calls.append({k: v.clone() for k, v in masks.items()})
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.01)
+
+    result = purify(model, ones(model), evaluate, 0.001, retrain=retrain, input_shape=SHAPE, latency=False)
+    assert len(calls) == 1 and torch.equal(calls[0]["0"], result.masks["0"])
+    assert result.model[0].out_channels == 6  # pruned filters and their BN were re-zeroed after the retrain
+
+
+def test_lenet5_end_to_end(zoo, gen):
+    model = zoo.calibrated("lenet5", gen)
+    x = torch.randn(128, 1, 28, 28, generator=gen)
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+
+    def agreement(m: nn.Module) -> float:
+        with torch.no_grad():
+            return (m.eval()(x).argmax(1) == labels).float().mean().item()
+
+    masks = zoo.random_masks(model, gen, "fc2", {"fc1": 16})
+    result = purify(model, masks, agreement, 0.01, input_shape=(1, 28, 28), latency=False)
+    assert result.accuracy_before - result.accuracies[result.tau] <= 0.01 + 1e-9
+    assert result.accuracy_after == pytest.approx(result.accuracies[result.tau])
+    with torch.no_grad():
+        assert (masked(model, result.masks)(x) - result.model(x)).abs().max() < 1e-4
+    for key in ("params", "macs", "size_bytes"):
+        assert result.after[key] < result.before[key]
+    assert result.after["params"] == sum(p.numel() for p in result.model.parameters())
+
+
+def test_report_measures_size_and_latency(tmp_path):
+    model = constructed()
+    figures = report(model, SHAPE, runs_b1=3, runs_b64=2)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    assert figures["size_bytes"] == (tmp_path / "model.pt").stat().st_size
+    assert figures["latency_ms_b1"] > 0 and figures["latency_ms_b64"] > 0
+    assert figures["macs"] == 8 * 27 * 64 + 4 * 8
+    assert figures["filter_sparsity"] == 0 and figures["column_sparsity"] == 0

@@ -98,9 +98,9 @@ def cmd_seeds(seeds: list[int]) -> None:
     print(f"ADMM loss vs its dense start: mean {statistics.mean(loss) * 100:.2f} points (target <= 0.30)")
 
 
-def cmd_sweep(seed: int, levels: list[float]) -> None:
+def cmd_sweep(seed: int, levels: list[float], methods: list[str]) -> None:
     start, dense_acc = dense(seed)
-    points = {m: [] for m in ["admm", "progressive", "magnitude", "magnitude-3"]}
+    points = {m: [] for m in methods}
     for m in points:
         for c in levels:
             s = pruned(m, c, seed, start)
@@ -145,13 +145,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p = sub.add_parser("sweep")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--levels", type=float, nargs="+", default=[71.2, 100, 146, 200, 250, 300])
+    p.add_argument("--levels", type=float, nargs="+", default=[71.2, 146, 200, 250, 300])
+    p.add_argument("--methods", nargs="+", default=["admm", "progressive", "magnitude", "magnitude-3"])
     sub.add_parser("plot")
     args = parser.parse_args()
     if args.cmd == "seeds":
         cmd_seeds(args.seeds)
     elif args.cmd == "sweep":
-        cmd_sweep(args.seed, args.levels)
+        cmd_sweep(args.seed, args.levels, args.methods)
     else:
         cmd_plot()
 

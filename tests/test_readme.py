@@ -1,0 +1,27 @@
+"""The README's first lines are the two set-up commands, and its Python example runs as written."""
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_setup_commands_first():
+    first, second = README.read_text().splitlines()[:2]
+    assert first.strip().startswith("pip install -e . && admm-explorer ")
+    assert second.strip() == "pip install -e '.[test]' && python -m pytest"
+
+
+def test_python_example_runs(capsys):
+    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["0", "1", "2"]  # one residual line per epoch
+    model, masks = scope["model"], scope["masks"]
+    kept = {name: int(mask.sum()) for name, mask in masks.items()}
+    assert kept == {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}  # paper 1's rates, exactly
+    for name, mask in masks.items():
+        w = model.get_submodule(name).weight
+        assert torch.count_nonzero(w[~mask]) == 0  # still zero after masked retraining

@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_setup_commands_first():
     first, second = README.read_text().splitlines()[:2]
-    assert first.strip().startswith("pip install -e . && admm-explorer ")
+    assert first.strip() == "pip install -e '.[ui]' && admm-explorer dashboard"
     assert second.strip() == "pip install -e '.[test]' && python -m pytest"
 
 

@@ -115,7 +115,6 @@ class Session:
                               f"{self.data.num_classes} classes")
         torch.manual_seed(recipe.seed)
         self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
-        self.layer_names = list(prunable_layers(self.model))
         self.dense_weights = sum(m.weight.numel() for m in prunable_layers(self.model).values())
         self.layer_info = {
             name: {"shape": list(m.weight.shape), "weights": m.weight.numel(), "macs": macs}
@@ -124,7 +123,6 @@ class Session:
         self.masks: dict[str, torch.Tensor] = {}  # hard masks in force: pruned weights stay exactly zero
         self.targets: dict = {}  # LayerTarget per layer of the last pruning stage (retrain prunes to these)
         self.arch: dict | None = None  # architecture of a physically shrunk model (after purify)
-        self.admm = None  # the ADMM object of a running admm stage
         self.pending_rho: float | None = None  # set live by the dashboard; applied at the next Z/U round
         self.pending_lr: float | None = None
         self.records: list[StageRecord] = []
@@ -222,7 +220,7 @@ class Session:
 
     # stages -----------------------------------------------------------------------------------------
     def run_stage(self, spec: StageSpec, checkpoint_dir: Path | None = None) -> StageRecord:
-        """Run one stage; returns its record. Raises StageFailed (the model keeps its last good state)."""
+        """Run one stage; returns its record. Raises StageFailed, the session back as it was before the stage."""
         from .stages import get_stage
 
         entry = get_stage(spec.kind)
@@ -239,7 +237,15 @@ class Session:
             self.emit(StageStarted(stage=index, stage_kind=spec.kind, epochs=entry.epochs(spec),
                                    total_batches=ctx.total_batches))
             start = time.perf_counter()
-            entry.run(self, spec, ctx)
+            # a failing stage hands back the model, masks and targets it started from
+            saved = (self.model, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                     dict(self.masks), dict(self.targets), self.arch)
+            try:
+                entry.run(self, spec, ctx)
+            except StageFailed:
+                self.model, state, self.masks, self.targets, self.arch = saved
+                self.model.load_state_dict(state)
+                raise
             seconds = time.perf_counter() - start
             _, accuracy = self.evaluate()
             status = "stopped" if self.stop_requested else "finished"
@@ -255,7 +261,6 @@ class Session:
                                  compression=record.compression, status=status, checkpoint=record.checkpoint))
             return record
         finally:
-            self.admm = None
             self._lock.release()
 
 

@@ -107,8 +107,19 @@ def test_non_finite_loss_stops_with_a_message(tmp_path):
     state = json.loads((tmp_path / "nan" / "state.json").read_text())
     assert state["status"] == "failed"
     assert metrics(tmp_path / "nan")[-1]["kind"] == "run_failed"
-    # the model kept finite weights: the failing step was never taken
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_failed_stage_gives_back_the_model_it_started_with():
+    session = Session(recipe(stages=[]))
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    bad = parse_recipe({"stages": [{"kind": "pretrain", "epochs": 1,
+                                    "optimizer": {"name": "sgd", "lr": 1e12, "momentum": 0.9}}]}).stages[0]
+    with pytest.raises(StageFailed):
+        session.run_stage(bad)
+    after = session.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert session.evaluate()[1] > 0.05  # finite, usable: the user can fix the setting and go on
 
 
 def test_bad_folders_and_checkpoints(tmp_path):

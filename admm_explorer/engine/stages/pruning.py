@@ -93,7 +93,6 @@ def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs
     """W-steps on loss + penalty, a Z/U round every `update_every` epochs; False if stopped."""
     carried = {name: m for name, m in session.masks.items() if name in targets}
     admm = ADMM(session.model, targets, rho=rho, masks=carried)
-    session.admm = admm
     rounds = [0]
 
     def on_period(done: int, epochs_done: float) -> None:

@@ -1,0 +1,244 @@
+"""The panels' only door to the engine: one Session, a worker thread for its stages, throttled flushes.
+
+Events (the engine's, from the worker thread, and the UI's own, from whichever thread posts them) reach
+every panel's `on_event` under one lock; panels only record data there. `flush` pushes the recorded data
+to the widgets: for events of the worker at most once per `interval` seconds whatever the batch rate, for
+events of the kernel's main thread (a user's action) at once, and always when a stage ends. So the main
+thread stays free for Stop, sliders and the round slider while a stage trains.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from ..engine import checkpoints
+from ..engine.session import Session, StageFailed
+from ..recipe import Recipe, RecipeError, StageSpec, dump_recipe
+from .events import Activity, Notice
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..engine.events import Event
+
+log = logging.getLogger(__name__)
+# tracebacks go to the log only where the application configured logging: Python's last-resort handler
+# would print them to the kernel's stderr, which Voila shows in the page
+log.addHandler(logging.NullHandler())
+
+
+class UIError(RuntimeError):
+    """A request the dashboard refuses (a stage is running, nothing to export yet); the message says why."""
+
+
+def readable(error: BaseException) -> str:
+    """One line for the page: our own errors as they are, anything else prefixed with its type."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, (RecipeError, StageFailed, UIError, KeyError, FileNotFoundError, ValueError)) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Controller:
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.session: Session | None = None
+        self.recipe: Recipe | None = None  # the setup of the session (its stages come from `history`)
+        self.history: list[StageSpec] = []  # the finished stages of this session, in order
+        self.stopped: list[str] = []  # stages that were stopped early (their partial effect is not reproducible)
+        self._panels: list = []
+        self._lock = threading.RLock()
+        self._queue: deque = deque()  # events posted by a panel while others still handle an earlier one
+        self._delivering = False
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._last_flush = 0.0
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # events -----------------------------------------------------------------------------------------
+    def subscribe(self, panel) -> None:
+        """`panel` gets on_event(event) for every event and flush() when it is time to draw."""
+        self._panels.append(panel)
+
+    def post(self, event: Event) -> None:
+        """Deliver an event to every panel (any thread); draw now unless a worker event came too soon."""
+        with self._lock:
+            self._queue.append(event)
+            if self._delivering:  # posted from inside a handler: every panel sees the first event first
+                return
+            self._delivering = True
+            try:
+                while self._queue:
+                    queued = self._queue.popleft()
+                    for panel in self._panels:
+                        self._call(panel.on_event, queued)
+            finally:
+                self._delivering = False
+            from_worker = threading.current_thread() is self._worker
+            if not from_worker or time.monotonic() - self._last_flush >= self.interval:
+                self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._last_flush = time.monotonic()
+            for panel in self._panels:
+                self._call(panel.flush)
+
+    def _call(self, fn, *args) -> None:
+        # a failing panel must neither kill the stage (the engine calls us) nor hide the other panels
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - reported in the page, traceback in the log
+            log.exception("panel callback failed")
+            if not (args and isinstance(args[0], Notice)):
+                self.post(Notice(f"display error ({readable(e)}); the run goes on"))
+
+    def report(self, error: BaseException) -> None:
+        if not isinstance(error, (RecipeError, StageFailed, UIError)):
+            log.error("dashboard action failed", exc_info=error)
+        self.post(Notice(readable(error)))
+
+    def guard(self, fn: Callable) -> Callable:
+        """Wrap a widget callback: an exception becomes a readable message in the page, not a lost traceback."""
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                self.report(e)
+        return guarded
+
+    # session ----------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._running
+
+    def configure(self, recipe: Recipe) -> None:
+        """Start a new session (loads data and model; no training). On error the old session stays."""
+        if self._running:
+            raise UIError("a stage is running: press Stop before changing the setup")
+        session = Session(recipe)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.session, self.recipe, self.history, self.stopped = session, recipe, [], []
+        self._unsubscribe = session.subscribe(self.post)
+        session.announce()
+
+    def _require(self) -> Session:
+        if self.session is None:
+            raise UIError("no session yet: fix the setup and press Apply setup")
+        return self.session
+
+    # stages -----------------------------------------------------------------------------------------
+    def run(self, spec: StageSpec) -> None:
+        """Run a stage in a worker thread; its events stream to the panels; errors end up in the page."""
+        session = self._require()
+        with self._lock:
+            if self._running:
+                raise UIError("a stage is already running: wait for it or press Stop")
+            self._running = True
+        self.post(Activity(busy=True, what=spec.kind))
+        self._worker = threading.Thread(target=self._work, args=(session, spec), name=f"stage-{spec.kind}",
+                                        daemon=True)
+        self._worker.start()
+
+    def _work(self, session: Session, spec: StageSpec) -> None:
+        try:
+            record = session.run_stage(spec)
+            if record.status == "finished":
+                self.history.append(spec)
+            else:
+                self.stopped.append(f"{spec.kind} (stage {record.stage})")
+        except Exception as e:  # noqa: BLE001 - the model keeps its last good state; show why and go on
+            self.report(e)
+        finally:
+            with self._lock:
+                self._running = False
+                self.post(Activity(busy=False, what=spec.kind))
+                self.flush()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the running stage ends (tests, scripts); True if nothing is running any more."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return not self._running
+
+    def stop(self) -> None:
+        if self.session is not None and self._running:
+            self.session.stop()
+
+    def set_rho(self, rho: float) -> None:
+        """Live: the running ADMM stage switches to `rho` at its next Z/U round (no effect when idle)."""
+        if self._running:
+            self._require().set_rho(rho)
+
+    def set_lr(self, lr: float) -> None:
+        """Live: the running stage's optimiser takes `lr` from its next batch (no effect when idle)."""
+        if self._running:
+            self._require().set_lr(lr)
+
+    # reading the model ------------------------------------------------------------------------------
+    def global_sparsity(self, compression: float) -> dict[str, float]:
+        """Per-layer sparsity of one magnitude threshold over all prunable weights that keeps 1/compression
+        of them (torch.nn.utils.prune.global_unstructured's rule), on the current weights."""
+        layers = {name: m.weight.detach().abs().flatten() for name, m in self._require().prunable().items()}
+        magnitudes = torch.cat(list(layers.values()))
+        keep = max(1, round(magnitudes.numel() / compression))
+        threshold = torch.topk(magnitudes, keep).values.min()
+        return {name: min(0.999, float((w < threshold).float().mean())) for name, w in layers.items()}
+
+    # exports ----------------------------------------------------------------------------------------
+    def save_checkpoint(self, path: Path) -> Path:
+        """A stage checkpoint of the model as it is now: a valid `start` of a recipe or of the Setup panel."""
+        session = self._require()
+        kind = session.records[-1].kind if session.records else "start"
+        return checkpoints.save(session, Path(path), session.stage_index, kind)
+
+    def shrunk_model(self) -> nn.Module:
+        """The purified model (after P-RM), else the current one with all-zero filters and channels removed."""
+        from ..prm import shrink
+
+        session = self._require()
+        if session.arch is not None:
+            return session.model
+        example = torch.zeros(1, *session.spec.input_shape, device=session.device)
+        return shrink(session.model, example)
+
+    def save_shrunk(self, path: Path) -> Path:
+        from ..prm import save_shrunk
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_shrunk(self.shrunk_model(), path, base=self._require().recipe.model)
+        return path
+
+    def export_onnx(self, path: Path) -> Path:
+        """The shrunk model as ONNX (torch.export based exporter, weights inside the file, batch size free)."""
+        session = self._require()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = copy.deepcopy(self.shrunk_model()).cpu().eval()  # the session's model stays as it is
+        example = torch.zeros(2, *session.spec.input_shape)
+        try:
+            torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+        except ImportError as e:
+            raise UIError(f"ONNX export needs the onnx extra (pip install 'admm-explorer[onnx]'): {e}") from None
+        return path
+
+    def recipe_yaml(self) -> str:
+        """The recipe `admm-explorer run` reproduces this session with: its setup and finished stages."""
+        if self.recipe is None:
+            raise UIError("no session yet: fix the setup and press Apply setup")
+        text = dump_recipe(self.recipe.model_copy(update={"stages": list(self.history)}))
+        if self.stopped:
+            text = (f"# stopped early and left out (their partial training is not reproduced): "
+                    f"{', '.join(self.stopped)}\n" + text)
+        return text

@@ -1,0 +1,69 @@
+"""The Explorer: the panels laid out around one Controller. `Explorer()` as a cell's last line shows it."""
+from __future__ import annotations
+
+import ipywidgets as w
+
+from .controller import Controller
+from .panels.export import ExportPanel
+from .panels.figures import AccuracyPanel, HistogramPanel, ResidualsPanel, SparsityPanel
+from .panels.notices import NoticePanel
+from .panels.purify import PurifyPanel
+from .panels.runs import RunsPanel
+from .panels.setup import SetupPanel
+from .panels.stages import StagesPanel
+from .panels.targets import TargetsPanel
+
+CSS = """<style>
+.ae-root { font-size: 13px; }
+.ae-root .ae-title { font-size: 15px; color: #24292f; }
+.ae-root table.ae-table { border-collapse: collapse; margin: 4px 0; font-size: 12px; }
+.ae-root table.ae-table th, .ae-root table.ae-table td { padding: 2px 8px; border-bottom: 1px solid #e1e4e8;
+  text-align: right; white-space: nowrap; }
+.ae-root table.ae-table th:first-child, .ae-root table.ae-table td:first-child { text-align: left; }
+.ae-root .widget-html-content { line-height: 1.35; }
+</style>"""
+HEADER = ("<h2 style='margin:4px 0'>ADMM pruning explorer</h2><div style='color:#57606a'>Pick the targets, press "
+          "<b>Pretrain</b>, then <b>Run ADMM</b>: the residuals fall while the weight histogram splits into a spike "
+          "at zero and the weights Z keeps. <b>Retrain</b> prunes for real; <b>Purify (P-RM)</b> shrinks the "
+          "network. Stop works at any time; nothing computed so far is lost.</div>")
+
+
+def grid(columns: str, children: list[w.Widget]) -> w.GridBox:
+    return w.GridBox(children, layout=w.Layout(grid_template_columns=columns, width="100%", align_items="stretch"))
+
+
+class Explorer:
+    """Setup, Targets, Stages, the live plots, P-RM, Export and Runs over one engine Session.
+
+    `recipe` fields (model, dataset, device, seed, test_root, data_root) preset the Setup panel, `stages`
+    the Stages panel's settings; the default session (model and data, no training) is built at once.
+    """
+
+    def __init__(self, interval: float = 0.1, stages: dict | None = None, purify_retrain_epochs: float = 2.0,
+                 **recipe):
+        c = self.controller = Controller(interval)
+        self.notices = NoticePanel(c)
+        self.stages = StagesPanel(c, **(stages or {}))
+        self.setup = SetupPanel(c, pretrain=self.stages.pretrain, **recipe)
+        self.targets = TargetsPanel(c)
+        self.residuals = ResidualsPanel(c)
+        self.histogram = HistogramPanel(c)
+        self.accuracy = AccuracyPanel(c)
+        self.sparsity = SparsityPanel(c)
+        self.purify = PurifyPanel(c, retrain_epochs=purify_retrain_epochs)
+        self.export = ExportPanel(c)
+        self.runs = RunsPanel(c)
+        self.widget = w.VBox([
+            w.HTML(CSS + HEADER), self.notices.widget,
+            grid("minmax(0, 1fr) minmax(0, 2.3fr) minmax(0, 1.6fr)",
+                 [self.setup.widget, self.targets.widget, self.stages.widget]),
+            grid("repeat(2, minmax(0, 1fr))", [self.residuals.widget, self.histogram.widget,
+                                               self.accuracy.widget, self.sparsity.widget]),
+            grid("minmax(0, 1.3fr) minmax(0, 1fr) minmax(0, 2fr)",
+                 [self.purify.widget, self.export.widget, self.runs.widget]),
+        ], layout=w.Layout(width="100%"))
+        self.widget.add_class("ae-root")
+        c.guard(self.setup.apply)()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

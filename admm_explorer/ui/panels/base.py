@@ -1,0 +1,87 @@
+"""What every panel shares: event dispatch, dirty-flag drawing, locking while a stage runs, control makers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import ipywidgets as w
+
+if TYPE_CHECKING:
+    from ..controller import Controller
+
+LABEL_WIDTH = "9.5em"
+
+
+class Panel:
+    """A titled box that records events in `on_<kind>` handlers and draws in `render`.
+
+    Handlers run under the controller's lock in the thread that emitted the event and only record plain
+    Python data (cheap: BatchEnded can come hundreds of times a second); `render` pushes it to widgets and
+    runs only when a handler marked the panel dirty, at most as often as the controller flushes.
+    `locked` lists the controls that need a reset (model, data, targets): disabled while a stage runs.
+    """
+
+    title = ""
+    watch: tuple[str, ...] = ()  # event kinds that need a redraw but no recording
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+        self.busy = False
+        self.dirty = False
+        self.locked: list[w.DOMWidget] = []
+        self.body = w.VBox()
+        self.widget = w.VBox([w.HTML(f"<b class='ae-title'>{self.title}</b>"), self.body],
+                             layout=w.Layout(border="1px solid #d0d7de", padding="6px 10px", margin="4px",
+                                             min_width="0"))
+        self.widget.add_class(f"ae-{type(self).__name__.lower()}")
+        controller.subscribe(self)
+
+    def on_event(self, event) -> None:
+        handler = getattr(self, f"on_{event.kind}", None)
+        if handler is not None:
+            if handler(event) is not False:
+                self.dirty = True
+        elif event.kind in self.watch:
+            self.dirty = True
+
+    def on_activity(self, event) -> None:
+        self.busy = event.busy
+
+    def flush(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            for control in self.locked:
+                control.disabled = self.busy
+            self.render()
+
+    def render(self) -> None:
+        """Push the recorded state to the widgets (called under the controller's lock)."""
+
+    def action(self, fn):
+        """A button/observer callback that reports its errors in the page."""
+        return self.controller.guard(fn)
+
+    def redraw(self) -> None:
+        """Draw now, from a user's action on the main thread (locked against the worker's flushes)."""
+        self.dirty = True
+        self.controller.flush()
+
+
+def labelled(widget: w.DOMWidget, description: str, tooltip: str, label_width: str = LABEL_WIDTH) -> w.DOMWidget:
+    widget.description = description
+    widget.tooltip = tooltip
+    widget.style.description_width = label_width
+    widget.layout.width = "97%"  # 100% plus the widget's own margins would clip its right edge
+    return widget
+
+
+def button(description: str, tooltip: str, style: str = "") -> w.Button:
+    return w.Button(description=description, tooltip=tooltip, button_style=style,
+                    layout=w.Layout(width="auto", min_width="7.5em"))
+
+
+def table(header: list[str], rows: list[list[str]], caption: str = "") -> str:
+    """A small HTML table (right-aligned numbers) for the HTML widget."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    cap = f"<caption>{caption}</caption>" if caption else ""
+    return f"<table class='ae-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,115 @@
+"""Setup: model, dataset, device, start (random / checkpoint / pretrain now), seed, data folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import ipywidgets as w
+import torch
+
+from ...data import DATASETS
+from ...models import MODELS
+from ...recipe import parse_recipe
+from .base import Panel, button, labelled
+
+STARTS = ["random", "checkpoint", "pretrain now"]
+
+
+def base_dir() -> Path:
+    """Where relative paths typed in the page are meant from: the folder `admm-explorer dashboard` ran in
+    (Voila runs the kernel in the notebook's own folder, inside the installed package)."""
+    return Path(os.environ.get("ADMM_EXPLORER_CWD") or Path.cwd())
+
+
+def resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir() / p
+
+
+def mnist_test_root() -> str:
+    """The real 10,000-digit MNIST test set when it lies beside the checkout (../shared/data/mnist), else ''."""
+    repo = Path(__file__).resolve().parents[3]
+    for folder in (base_dir().parent / "shared/data/mnist", repo.parent / "shared/data/mnist"):
+        if (folder / "t10k-images-idx3-ubyte.gz").exists() or (folder / "t10k-images-idx3-ubyte").exists():
+            return str(folder.resolve())
+    return ""
+
+
+def devices() -> list[str]:
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+class SetupPanel(Panel):
+    """Apply setup starts a new session (the model is rebuilt): the Runs panel keeps the earlier runs."""
+
+    title = "Setup"
+
+    def __init__(self, controller, pretrain: Callable[[], None], **recipe):
+        super().__init__(controller)
+        self.pretrain = pretrain
+        # batch 32: on the 5,000-digit sample the demo's pruned LeNet-5 ends about 0.4 points higher than with 64
+        r = {"model": "lenet5", "dataset": "mnist-sample", "device": "auto", "seed": 0, "batch_size": 32, **recipe}
+        self.model = labelled(w.Dropdown(options=list(MODELS), value=r["model"]), "Model", "model zoo entry")
+        self.dataset = labelled(w.Dropdown(options=list(DATASETS), value=r["dataset"]), "Dataset",
+                                "dataset registry entry (mnist-sample ships with the package: no download)")
+        self.device = labelled(w.Dropdown(options=devices(), value=r["device"]), "Device",
+                               "auto picks cuda, then mps, then cpu")
+        self.start = labelled(w.ToggleButtons(options=STARTS, value="random", style={"button_width": "7.5em"}),
+                              "Start", "random: fresh initialisation; checkpoint: load the file below; pretrain now: "
+                                       "fresh initialisation, then Pretrain runs at once")
+        self.start.tooltips = ["fresh initialisation from the seed", "weights, masks and targets from a checkpoint",
+                               "fresh initialisation, then the Pretrain stage with the Stages settings"]
+        self.checkpoint = labelled(w.Text(placeholder="path/to/stage.pt"), "Checkpoint",
+                                   "a checkpoint written by a run or by Export (relative to the folder the "
+                                   "dashboard was started in)")
+        self.seed = labelled(w.BoundedIntText(value=r["seed"], min=0, max=2**31 - 1), "Seed",
+                             "initialisation and batch order")
+        self.batch_size = labelled(w.BoundedIntText(value=r["batch_size"], min=1, max=4096), "Batch size",
+                                   "training batch size of every stage")
+        default_test = str(r["test_root"] or "") if "test_root" in r else mnist_test_root()
+        self.test_root = labelled(w.Text(value=default_test,
+                                         placeholder="(held-out sample digits)"), "Test set folder",
+                                  "mnist-sample: a folder with the MNIST t10k IDX files; with it all 5,000 sample "
+                                  "digits train and the 10,000 MNIST test digits test")
+        self.data_root = labelled(w.Text(value=str(r.get("data_root") or ""), placeholder="(~/.cache/admm_explorer)"),
+                                  "Data folder", "where torchvision datasets live (mnist, cifar10, imagenet)")
+        self.b_apply = button("Apply setup", "start a new session with this setup: rebuilds the model (the runs so "
+                                             "far stay in Runs)", "warning")
+        self.b_apply.on_click(self.action(lambda _: self.apply()))
+        self.start.observe(self.action(lambda _: self.redraw()), "value")
+        self.status = w.HTML()
+        self.body.children = [self.model, self.dataset, self.device, self.start, self.checkpoint, self.seed,
+                              self.batch_size, self.test_root, self.data_root, self.b_apply, self.status]
+        self.locked = [self.model, self.dataset, self.device, self.start, self.seed, self.batch_size, self.test_root,
+                       self.data_root, self.b_apply]
+
+    def recipe(self):
+        start = self.start.value
+        if start == "checkpoint" and not self.checkpoint.value.strip():
+            raise ValueError("Start is checkpoint: give the checkpoint's path")
+        data = {"model": self.model.value, "dataset": self.dataset.value, "device": self.device.value,
+                "seed": self.seed.value, "batch_size": self.batch_size.value,
+                "start": str(resolve(self.checkpoint.value.strip())) if start == "checkpoint" else None,
+                "test_root": str(resolve(self.test_root.value.strip())) if self.test_root.value.strip() else None,
+                "data_root": str(resolve(self.data_root.value.strip())) if self.data_root.value.strip() else None}
+        return parse_recipe(data, "setup")
+
+    def apply(self) -> None:
+        self.controller.configure(self.recipe())
+        if self.start.value == "pretrain now":
+            self.pretrain()
+
+    def on_run_started(self, event) -> None:
+        weights = sum(layer["weights"] for layer in event.layers.values())
+        self.status.value = (f"<b>{event.model}</b> on <b>{event.dataset}</b>, device {event.device}<br>"
+                             f"test set: {event.test_set}<br>{len(event.layers)} prunable layers, "
+                             f"{weights:,} weights")
+
+    def render(self) -> None:
+        self.checkpoint.disabled = self.busy or self.start.value != "checkpoint"

@@ -1,0 +1,195 @@
+"""Stages: ADMM and optimiser settings, the stage buttons, Stop, and a progress bar with ETA."""
+from __future__ import annotations
+
+import time
+
+import ipywidgets as w
+
+from ...recipe import parse_stage
+from .base import Panel, button, labelled
+
+# Defaults chosen for the classroom demo (pretrain -> Run ADMM -> Retrain -> Purify on lenet5/mnist-sample):
+# about a minute of CPU, >= 97% on the MNIST test set at 71x fewer weights (benchmarks/dashboard_demo.py).
+DEFAULTS = dict(pretrain_epochs=10.0, admm_epochs=10.0, update_every=0.5, rho=1e-3, rho_schedule="geometric",
+                rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, optimizer="adam", lr=1e-3,
+                lr_schedule="cosine", eval_every=1.0)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+FIELD = "8.8em"  # label width in the two-column grid
+LIVE = "10.5em"  # label width of the two live sliders
+
+
+def epochs_box(value: float, description: str, tooltip: str) -> w.BoundedFloatText:
+    return labelled(w.BoundedFloatText(value=value, min=0.05, max=1000.0, step=1.0), description, tooltip, FIELD)
+
+
+class StagesPanel(Panel):
+    title = "Stages"
+
+    def __init__(self, controller, **defaults):
+        super().__init__(controller)
+        d = {**DEFAULTS, **defaults}
+        self.pretrain_epochs = epochs_box(d["pretrain_epochs"], "Pretrain epochs", "dense training budget")
+        self.admm_epochs = epochs_box(d["admm_epochs"], "ADMM epochs", "W-step budget of Run ADMM (fractions allowed)")
+        self.update_every = labelled(w.BoundedFloatText(value=d["update_every"], min=0.01, max=100.0, step=0.5),
+                                     "Z/U every", "period of the Z- and U-updates in epochs (fractions allowed: 0.5 = "
+                                                  "twice per epoch)", FIELD)
+        self.rho = labelled(w.FloatLogSlider(value=d["rho"], base=10, min=-6, max=1, step=0.1, readout_format=".1e"),
+                            "ρ (live)", "ADMM penalty rho: the start of the next ADMM stage, and while ADMM runs, the "
+                                        "rho every layer switches to at the next Z/U round", LIVE)
+        self.rho_schedule = labelled(w.Dropdown(options=["constant", "geometric", "balance"], value=d["rho_schedule"]),
+                                     "ρ schedule", "constant; geometric: rho × factor each round up to max; balance: "
+                                                   "residual balancing (Boyd et al. 3.4.1)", FIELD)
+        self.rho_factor = labelled(w.BoundedFloatText(value=d["rho_factor"], min=1.0, max=10.0, step=0.1),
+                                   "ρ factor", "geometric growth of rho per Z/U round", FIELD)
+        self.rho_max = labelled(w.BoundedFloatText(value=d["rho_max"], min=1e-6, max=1e3, step=0.1),
+                                "ρ max", "cap of rho under the geometric and balance schedules", FIELD)
+        self.retrain_epochs = epochs_box(d["retrain_epochs"], "Retrain epochs",
+                                         "masked retraining after the hard prune")
+        self.steps = labelled(w.BoundedIntText(value=d["steps"], min=1, max=20), "Progressive steps",
+                              "Progressive: this many ADMM + retrain steps to the targets; each step runs "
+                              "ADMM epochs / steps and retrain epochs / steps", FIELD)
+        self.optimizer = labelled(w.Dropdown(options=["adam", "sgd"], value=d["optimizer"]), "Optimizer",
+                                  "optimizer of every stage (sgd with momentum 0.9)", FIELD)
+        self.lr = labelled(w.FloatLogSlider(value=d["lr"], base=10, min=-6, max=0, step=0.1, readout_format=".1e"),
+                           "Learning rate (live)", "learning rate of the next stage, and of the running one from "
+                                                   "its next batch", LIVE)
+        self.lr_schedule = labelled(w.Dropdown(options=["none", "cosine", "step"], value=d["lr_schedule"]),
+                                    "LR schedule", "per stage: cosine decays the rate to 0 over the stage's epochs", FIELD)
+        self.eval_every = labelled(w.BoundedFloatText(value=d["eval_every"], min=0.01, max=100.0, step=0.5),
+                                   "Evaluate every", "epochs between test-set evaluations (fractions allowed)", FIELD)
+        self.b_pretrain = button("Pretrain", "dense training of the current model", "primary")
+        self.b_admm = button("Run ADMM", "ADMM pruning towards the Targets", "primary")
+        self.b_retrain = button("Retrain", "hard prune to the targets of the last ADMM (or to the Targets, if none "
+                                           "ran), then masked retraining", "primary")
+        self.b_progressive = button("Progressive", "several ADMM + retrain steps to the Targets", "primary")
+        self.b_stop = button("Stop", "end the running stage after the current batch; everything so far is kept",
+                             "danger")
+        self.b_pretrain.on_click(self.action(lambda _: self.pretrain()))
+        self.b_admm.on_click(self.action(lambda _: self.controller.run(self.admm_spec())))
+        self.b_retrain.on_click(self.action(lambda _: self.controller.run(self.retrain_spec())))
+        self.b_progressive.on_click(self.action(lambda _: self.controller.run(self.progressive_spec())))
+        self.b_stop.on_click(self.action(lambda _: self.controller.stop()))
+        self.rho.observe(self.action(lambda c: self.controller.set_rho(c["new"])), "value")
+        self.lr.observe(self.action(lambda c: self.controller.set_lr(c["new"])), "value")
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="Progress", tooltip="batches of the stage",
+                                      style={"description_width": "5em", "bar_color": "#2f7ed8"},
+                                      layout=w.Layout(width="100%"))
+        self.status = w.HTML("<i>idle</i>")
+        self.targets: dict = {}
+        self.pruned = False  # an admm/progressive stage finished in this session: Retrain follows its targets
+        self.stage = None
+        self.b_stop.disabled = True
+        grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.update_every,
+                          self.eval_every, self.optimizer, self.lr_schedule, self.rho_schedule, self.rho_factor,
+                          self.rho_max],
+                         layout=w.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="2px 12px"))
+        buttons = w.HBox([self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_stop],
+                         layout=w.Layout(flex_flow="row wrap"))
+        self.body.children = [grid, self.rho, self.lr, buttons, self.progress, self.status]
+        self.locked = [self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive]
+
+    # specs ------------------------------------------------------------------------------------------
+    def optimizer_spec(self) -> dict:
+        return {"name": self.optimizer.value, "lr": self.lr.value, "schedule": self.lr_schedule.value}
+
+    def rho_spec(self) -> dict:
+        return {"init": self.rho.value, "schedule": self.rho_schedule.value, "factor": self.rho_factor.value,
+                "max": self.rho_max.value}
+
+    def _targets(self):
+        if not self.targets:
+            raise ValueError("no layer has a target: give some layer a sparsity or bits in Targets")
+        return dict(self.targets)
+
+    def pretrain(self) -> None:
+        self.controller.run(parse_stage({"kind": "pretrain", "epochs": self.pretrain_epochs.value,
+                                         "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value},
+                                        "Pretrain"))
+
+    def admm_spec(self):
+        return parse_stage({"kind": "admm", "epochs": self.admm_epochs.value, "update_every": self.update_every.value,
+                            "rho": self.rho_spec(), "targets": self._targets(), "optimizer": self.optimizer_spec(),
+                            "eval_every": self.eval_every.value}, "Run ADMM")
+
+    def retrain_spec(self):
+        return parse_stage({"kind": "retrain", "epochs": self.retrain_epochs.value,
+                            "targets": None if self.pruned else self._targets(), "optimizer": self.optimizer_spec(),
+                            "eval_every": self.eval_every.value}, "Retrain")
+
+    def progressive_spec(self):
+        steps = self.steps.value
+        return parse_stage({"kind": "progressive", "targets": self._targets(), "steps": steps,
+                            "admm_epochs": self.admm_epochs.value / steps,
+                            "retrain_epochs": self.retrain_epochs.value / steps,
+                            "update_every": self.update_every.value, "rho": self.rho_spec(),
+                            "optimizer": self.optimizer_spec(), "retrain_optimizer": self.optimizer_spec(),
+                            "eval_every": self.eval_every.value}, "Progressive")
+
+    # events -----------------------------------------------------------------------------------------
+    def on_run_started(self, event) -> None:
+        self.pruned = False
+
+    def on_targets_changed(self, event) -> bool:
+        self.targets = event.targets
+        return False
+
+    def on_stage_started(self, event) -> None:
+        self.stage = {"kind": event.stage_kind, "index": event.stage, "total": max(event.total_batches, 1),
+                      "start": time.monotonic(), "step": 0, "loss": None, "rho": None, "test": None,
+                      "phase": event.stage_kind}
+
+    def on_batch_ended(self, event) -> None:
+        self.stage.update(step=event.step, loss=event.loss, phase=event.phase)
+
+    def on_admm_round(self, event) -> None:
+        self.stage["rho"] = max(layer["rho"] for layer in event.layers.values())
+
+    def on_evaluation_done(self, event) -> None:
+        self.stage["test"] = event.test_accuracy
+
+    def on_stage_ended(self, event) -> None:
+        self.stage.update(ended=event)
+        if event.status == "finished" and event.stage_kind in ("admm", "progressive", "purify"):
+            self.pruned = event.stage_kind != "purify"  # P-RM leaves no targets behind
+
+    def on_activity(self, event) -> None:
+        super().on_activity(event)
+        if event.busy:
+            self.stage = None
+
+    def render(self) -> None:
+        self.b_stop.disabled = not self.busy
+        s = self.stage
+        if s is None:
+            self.status.value = f"<i>{'starting …' if self.busy else 'idle'}</i>"
+            return
+        self.progress.max = s["total"]
+        self.progress.value = s["step"]
+        elapsed = time.monotonic() - s["start"]
+        end = s.get("ended")
+        if end is not None:
+            self.progress.bar_style = "success" if end.status == "finished" else "warning"
+            self.status.value = (f"stage {end.stage} <b>{end.stage_kind}</b> {end.status} in {clock(end.seconds)}: "
+                                 f"test accuracy <b>{end.accuracy:.2%}</b>, {end.compression:.1f}× fewer weights")
+            return
+        if not self.busy:
+            self.progress.bar_style = "danger"
+            self.status.value = f"stage {s['index']} <b>{s['kind']}</b> failed at batch {s['step']} (see the message above)"
+            return
+        self.progress.bar_style = ""
+        eta = elapsed / s["step"] * (s["total"] - s["step"]) if s["step"] else None
+        parts = [f"stage {s['index']} <b>{s['phase']}</b>", f"batch {s['step']}/{s['total']}",
+                 f"{clock(elapsed)} elapsed", f"ETA {clock(eta) if eta is not None else '…'}"]
+        if s["loss"] is not None:
+            parts.append(f"loss {s['loss']:.3f}")
+        if s["test"] is not None:
+            parts.append(f"test {s['test']:.2%}")
+        if s["rho"] is not None:
+            parts.append(f"ρ {s['rho']:.1e}")
+        self.status.value = " · ".join(parts)

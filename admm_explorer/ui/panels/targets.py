@@ -1,0 +1,141 @@
+"""Targets: one row per prunable layer (shape, weights, FLOPs, sparsity, structure, bits), presets, live total."""
+from __future__ import annotations
+
+import math
+
+import ipywidgets as w
+import torch
+
+from ...admm.targets import LayerTarget, compression, kept_weights
+from ...models import build_model
+from ..events import TargetsChanged
+from .base import Panel, button, labelled
+
+# Han et al. / Zhang et al. (ADMM, paper 1) LeNet-5 rates: 71.2x fewer weights
+PAPER_LENET5 = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
+STRUCTURES = ["unstructured", "filter", "column", "filter+column"]
+BITS = [("float", 0), ("1 (binary)", 1), ("2 (ternary)", 2)] + [(str(b), b) for b in range(3, 9)]  # 0: no quantization
+COLUMNS = ["Layer", "Shape", "Weights", "FLOPs (MACs)", "Sparsity", "Structure", "Bits", "Kept"]
+
+
+def short(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+class Row:
+    """The controls of one layer."""
+
+    def __init__(self, name: str, info: dict, on_change):
+        self.name, self.shape = name, tuple(info["shape"])
+        self.sparsity = w.FloatSlider(value=0.0, min=0.0, max=0.999, step=0.001, readout_format=".3f",
+                                      continuous_update=True, tooltip=f"fraction of {name}'s weights set to zero",
+                                      description=f"{name} sparsity", style={"description_width": "0"},
+                                      layout=w.Layout(width="100%", min_width="9em"))
+        self.structure = w.Dropdown(options=STRUCTURES, value="unstructured", description=f"{name} structure",
+                                    style={"description_width": "0"}, layout=w.Layout(width="100%"),
+                                    tooltip="what is removed: single weights, whole filters (GEMM rows), columns, "
+                                            "or both")
+        self.bits = w.Dropdown(options=BITS, value=0, description=f"{name} bits", style={"description_width": "0"},
+                               layout=w.Layout(width="100%"),
+                               tooltip="quantize the kept weights to this many bits (float: no quantization)")
+        self.kept = w.HTML()
+        for control in (self.sparsity, self.structure, self.bits):
+            control.observe(on_change, "value")
+        self.cells = [w.HTML(f"<b>{name}</b>"), w.HTML("×".join(map(str, self.shape))),
+                      w.HTML(f"{info['weights']:,}"), w.HTML(short(info["macs"])),
+                      self.sparsity, self.structure, self.bits, self.kept]
+
+    def target(self) -> LayerTarget | None:
+        s, bits = self.sparsity.value, self.bits.value or None
+        if s <= 0 and bits is None:
+            return None
+        if s <= 0:
+            return LayerTarget(bits=bits)
+        return LayerTarget(sparsity=s, structure=self.structure.value, bits=bits)
+
+
+class TargetsPanel(Panel):
+    title = "Targets"
+
+    def __init__(self, controller):
+        super().__init__(controller)
+        self.rows: dict[str, Row] = {}
+        self.model_name = None
+        self.reference = None  # the model's architecture on the meta device: shapes without memory
+        self.syncing = False
+        self.compression, self.shown = 1.0, {}
+        self.uniform = labelled(w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, readout_format=".3f"),
+                                "Uniform sparsity", "the sparsity the Uniform preset gives every layer")
+        self.global_x = labelled(w.BoundedFloatText(value=50.0, min=1.0, max=1000.0, step=1.0),
+                                 "Global target (×)", "total compression the Global preset reaches with one "
+                                                      "magnitude threshold over all layers' current weights")
+        self.b_uniform = button("Uniform", "every layer gets the uniform sparsity, unstructured")
+        self.b_paper = button("LeNet-5 paper rates", "conv1 0.80, conv2 0.92, fc1 0.991, fc2 0.93: 71.2× "
+                                                     "(ADMM paper on LeNet-5)")
+        self.b_global = button("Global", "per-layer sparsity from one magnitude threshold over all prunable "
+                                         "weights, reaching the global target")
+        self.b_uniform.on_click(self.action(lambda _: self.preset({n: self.uniform.value for n in self.rows})))
+        self.b_paper.on_click(self.action(lambda _: self.preset(PAPER_LENET5)))
+        self.b_global.on_click(self.action(
+            lambda _: self.preset(self.controller.global_sparsity(self.global_x.value))))
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns="4em 6.2em 5em 4.5em minmax(8em, 1fr) 9.3em "
+                                                                    "5.5em 4.2em", grid_gap="2px 6px",
+                                              align_items="center", width="100%"))
+        self.total = w.HTML()
+        self.body.children = [self.grid, self.total,
+                              w.HBox([self.b_uniform, self.b_paper, self.b_global], layout=w.Layout(flex_flow="row wrap")),
+                              self.uniform, self.global_x]
+        self.locked = [self.uniform, self.global_x, self.b_uniform, self.b_paper, self.b_global]
+
+    def on_run_started(self, event) -> None:
+        if event.model == self.model_name and list(event.layers) == list(self.rows):
+            return False
+        self.model_name = event.model
+        with torch.device("meta"):
+            self.reference = build_model(event.model)
+        self.rows = {name: Row(name, info, self.action(self.changed)) for name, info in event.layers.items()}
+        header = [w.HTML(f"<b>{c}</b>") for c in COLUMNS]
+        self.grid.children = header + [cell for row in self.rows.values() for cell in row.cells]
+        self.preset(PAPER_LENET5 if set(PAPER_LENET5) == set(self.rows) else {n: 0.9 for n in self.rows})
+
+    def preset(self, sparsity: dict[str, float]) -> None:
+        """Set every row at once (one TargetsChanged, not one per slider); unnamed layers become untargeted."""
+        self.syncing = True
+        try:
+            for name, row in self.rows.items():
+                row.sparsity.value = sparsity.get(name, 0.0)
+                row.structure.value = "unstructured"
+                row.bits.value = 0
+        finally:
+            self.syncing = False
+        self.changed()
+
+    def changed(self, change=None) -> None:
+        if self.syncing:
+            return
+        targets = self.targets()
+        total = compression(self.reference, targets) if targets else 1.0
+        self.controller.post(TargetsChanged(targets=targets, compression=total))
+
+    def targets(self) -> dict[str, LayerTarget]:
+        return {name: t for name, row in self.rows.items() if (t := row.target()) is not None}
+
+    def on_targets_changed(self, event) -> None:
+        self.compression = event.compression
+        self.shown = event.targets
+
+    def render(self) -> None:
+        weights = kept = 0
+        for name, row in self.rows.items():
+            n = math.prod(row.shape)
+            k = kept_weights(row.shape, self.shown[name]) if name in self.shown else n
+            weights, kept = weights + n, kept + k
+            row.kept.value = f"{k:,}"
+            for control in (row.sparsity, row.structure, row.bits):
+                control.disabled = self.busy
+            row.structure.disabled = self.busy or row.sparsity.value <= 0
+        self.total.value = (f"Total if every target is met: <b>{self.compression:.1f}× fewer weights</b> "
+                            f"({kept:,} of {weights:,} kept)" if self.rows else "")

@@ -1,0 +1,66 @@
+"""Seconds from `admm-explorer dashboard` to an interactive page in Chromium (buttons and all five figures drawn).
+
+    python benchmarks/dashboard_startup.py [--repeats 3]
+
+Chromium (Debian's, /usr/bin/chromium) is started before the clock; the clock starts with the command.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from admm_explorer.ui.serve import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def once(browser, folder: Path) -> tuple[float, float, float]:
+    """(address printed, page loaded, page interactive) in seconds since the command started."""
+    port = free_port()
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser",
+                                f"--port={port}"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
+    try:
+        line = process.stdout.readline()
+        printed = time.perf_counter() - start
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        page = browser.new_page(viewport={"width": 1600, "height": 2400})
+        page.goto(url)
+        loaded = time.perf_counter() - start
+        page.get_by_role("button", name="Run ADMM").wait_for(state="visible", timeout=180_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=180_000)
+        interactive = time.perf_counter() - start
+        page.close()
+        return printed, loaded, interactive
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    folder = Path.cwd()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        runs = [once(browser, folder) for _ in range(args.repeats)]
+        browser.close()
+    for printed, loaded, interactive in runs:
+        print(f"address printed {printed:5.1f} s, page loaded {loaded:5.1f} s, interactive {interactive:5.1f} s "
+              f"({interactive - printed:.1f} s after the address)")
+    print(f"median time to an interactive page: {statistics.median(r[2] for r in runs):.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The Voila app in Debian's Chromium: `admm-explorer dashboard`, then a user's clicks with tiny budgets.
+
+Screenshots go to artifacts/ui/ (CI artifacts); docs/screenshots/ holds copies chosen for the README.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from admm_explorer.ui.serve import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "ui"
+INTERACTIVE_S = 20
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    """`admm-explorer dashboard --no-browser --port P` in a scratch folder; yields its address."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    cwd = tmp_path_factory.mktemp("dashboard")
+    port = free_port()
+    log = open(cwd / "voila.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser",
+                                f"--port={port}"], cwd=cwd, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match and int(match.group(1)) == port, f"dashboard printed {line!r}; log: {(cwd / 'voila.log').read_text()[-2000:]}"
+        yield {"url": match.group(0), "cwd": cwd}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 2400})
+        start = time.monotonic()
+        page.goto(dashboard["url"])
+        page.get_by_role("button", name="Run ADMM").wait_for(state="visible", timeout=120_000)
+        page.interactive_s = time.monotonic() - start
+        yield page
+        browser.close()
+
+
+def field(page, panel: str, label: str):
+    return page.locator(f".ae-{panel}").get_by_label(label, exact=True)
+
+
+def set_value(page, panel: str, label: str, value) -> None:
+    box = field(page, panel, label)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def click(page, name: str) -> None:
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def stage_status(page) -> str:
+    return page.locator(".ae-stagespanel .widget-html-content").last.inner_text()
+
+
+def wait_stage(page, kind: str, status: str = "finished", timeout: float = 120) -> str:
+    """Wait for the Stages panel to report the end of a stage of this kind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = stage_status(page)
+        if f"{kind} {status}" in text:
+            return text
+        errors = page.locator(".ae-error").all_inner_texts()
+        assert not errors, f"the page shows an error: {errors}"
+        time.sleep(0.25)
+    raise AssertionError(f"{kind} did not end as {status!r}; status: {stage_status(page)!r}")
+
+
+def points(page, panel: str) -> list[int]:
+    """Markers plotted per scatter trace of a panel's figure, read from plotly's SVG."""
+    traces = page.locator(f".ae-{panel} .scatterlayer .trace")
+    return [traces.nth(i).locator("path.point").count() for i in range(traces.count())]
+
+
+def test_interactive_quickly(page):
+    print(f"page interactive {page.interactive_s:.1f} s after loading it")
+    assert page.interactive_s < INTERACTIVE_S, f"interactive after {page.interactive_s:.1f} s"
+    page.screenshot(path=str(ARTIFACTS / "01-start.png"))
+    assert "71.2× fewer weights" in page.locator(".ae-targetspanel").inner_text()
+
+
+def test_pretrain_admm_retrain_purify(page):
+    # the 1,000 held-out sample digits test faster than the 10,000 of MNIST: a new setup without them
+    set_value(page, "setuppanel", "Test set folder", "")
+    click(page, "Apply setup")
+    page.locator(".ae-setuppanel", has_text="held-out digits").wait_for(timeout=60_000)
+    for label, value in (("Pretrain epochs", 0.3), ("ADMM epochs", 0.4), ("Z/U every", 0.1),
+                         ("Retrain epochs", 0.2), ("Evaluate every", 0.1)):
+        set_value(page, "stagespanel", label, value)
+    set_value(page, "purifypanel", "Retrain epochs", 0.1)
+    click(page, "Pretrain")
+    wait_stage(page, "pretrain")
+    assert points(page, "accuracypanel") == [3, 3, 3, 3]  # train/test accuracy and loss every 0.1 epoch
+
+    click(page, "Run ADMM")
+    wait_stage(page, "admm")
+    assert points(page, "residualspanel") == [4] * 8  # a round every 0.1 epoch; 4 layers x primal, dual
+    bars = page.locator(".ae-histogrampanel .barlayer .trace path")
+    assert bars.count() > 10
+    assert points(page, "accuracypanel") == [7] * 4
+    page.screenshot(path=str(ARTIFACTS / "02-admm.png"))
+
+    click(page, "Retrain")
+    wait_stage(page, "retrain")
+    assert "71.2× fewer weights" in stage_status(page)
+
+    click(page, "Purify (P-RM)")
+    wait_stage(page, "purify")
+    row = page.locator(".ae-purifypanel tr", has_text="parameters").locator("td").all_inner_texts()
+    before, after = (int(cell.replace(",", "")) for cell in row[1:3])
+    assert after < before  # the network shrank
+    page.screenshot(path=str(ARTIFACTS / "03-purified.png"))
+
+
+def test_stop_registers_while_training(page):
+    set_value(page, "stagespanel", "Pretrain epochs", 20)
+    click(page, "Pretrain")
+    deadline = time.monotonic() + 60
+    while "batch" not in stage_status(page):
+        assert time.monotonic() < deadline, stage_status(page)
+        time.sleep(0.1)
+    before = points(page, "accuracypanel")
+    click(page, "Stop")
+    text = wait_stage(page, "pretrain", "stopped", timeout=30)
+    assert "stopped" in text
+    after = points(page, "accuracypanel")
+    assert after[0] >= before[0]  # what was plotted stays
+    page.screenshot(path=str(ARTIFACTS / "04-stopped.png"))
+
+
+def test_errors_show_as_one_readable_line(page):
+    page.locator(".ae-setuppanel").get_by_role("button", name="checkpoint", exact=True).click()
+    set_value(page, "setuppanel", "Checkpoint", "no/such/stage.pt")
+    click(page, "Apply setup")
+    error = page.locator(".ae-error").first
+    error.wait_for(timeout=30_000)
+    assert "does not exist" in error.inner_text()
+    assert "Traceback" not in page.locator("body").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "05-error.png"))
+    click(page, "Dismiss")
+    page.locator(".ae-error").first.wait_for(state="detached", timeout=10_000)

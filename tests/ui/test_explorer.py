@@ -1,0 +1,241 @@
+"""The Explorer without a browser: build it, set targets, click the stage buttons, read the figures' data."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from admm_explorer.admm.targets import LayerTarget, kept_weights
+
+PAPER = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
+
+
+def test_admm_figures_hold_every_round(explorer, recorder, finish):
+    layers = explorer.controller.session.layer_info
+    explorer.targets.b_paper.click()
+    assert "71.2× fewer weights" in explorer.targets.total.value
+    finish(explorer, explorer.stages.b_pretrain)
+    finish(explorer, explorer.stages.b_admm)
+
+    rounds = recorder.of("admm_round")
+    assert len(rounds) == 4  # every 0.1 of 0.4 epochs
+    fig = explorer.residuals.figure
+    assert len(fig.data) == 2 * len(layers)
+    for i, layer in enumerate(layers):
+        primal, dual = fig.data[2 * i], fig.data[2 * i + 1]
+        assert list(primal.x) == [1, 2, 3, 4] and list(dual.x) == [1, 2, 3, 4]
+        assert list(primal.y) == pytest.approx([r.layers[layer]["primal"] for r in rounds])
+        assert list(dual.y) == pytest.approx([r.layers[layer]["dual"] for r in rounds])
+
+    hist = explorer.histogram
+    assert hist.round.max == 4 and hist.round.value == 4  # follows the training
+    for layer, info in layers.items():
+        target = LayerTarget(sparsity=PAPER[layer])
+        for r in range(1, 5):
+            hist.layer.value, hist.round.value = layer, r
+            kept, pruned = (list(t.y) for t in hist.figure.data)
+            assert len(kept) == len(pruned) == 60
+            assert sum(kept) + sum(pruned) == info["weights"]  # bin counts of all of W
+            assert sum(kept) == kept_weights(tuple(info["shape"]), target)  # Z keeps exactly the target
+
+    evaluations = recorder.of("evaluation_done")
+    assert len(evaluations) == 2 + 4  # pretrain 0.2 and admm 0.4 epochs, every 0.1
+    acc = explorer.accuracy.figure
+    assert [len(t.x) for t in acc.data] == [6] * 4
+    assert list(acc.data[1].y) == [e.test_accuracy for e in evaluations]
+    assert list(acc.data[0].x) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], abs=0.02)
+
+    bars = {t.name: list(t.y) for t in explorer.sparsity.figure.data}
+    assert bars["target"] == pytest.approx(list(PAPER.values()))
+    assert bars["Z at last ADMM round"] == pytest.approx(list(PAPER.values()), abs=1e-3)
+    assert bars["W exact zeros (achieved)"] == pytest.approx([0.0] * 4, abs=0.01)  # ADMM only pulls W to Z
+
+    finish(explorer, explorer.stages.b_retrain)
+    achieved = {t.name: list(t.y) for t in explorer.sparsity.figure.data}["W exact zeros (achieved)"]
+    assert achieved == pytest.approx(list(PAPER.values()), abs=1e-3)
+    assert "71.2× fewer weights" in explorer.stages.status.value
+    runs = explorer.runs
+    assert [r["kind"] for r in runs.runs] == ["pretrain", "admm", "retrain"]
+    assert (runs.a.value, runs.b.value) == (1, 2)  # the last two runs overlaid
+    assert len(runs.figure.data[1].x) == 2  # retrain: 0.2 epochs, evaluated every 0.1
+
+    finish(explorer, explorer.purify.b_purify)
+    (done,) = recorder.of("purify_done")
+    assert done.after["params"] < done.before["params"] and done.after["macs"] < done.before["macs"]
+    table = explorer.purify.result.value
+    assert f"{done.before['params']:,}" in table and f"{done.after['params']:,}" in table
+    assert f"{done.after['accuracy']:.2%}" in table and "latency, batch 64" in table
+
+
+def test_stop_ends_the_stage_within_one_batch(explorer, recorder, finish):
+    explorer.stages.admm_epochs.value = 5
+    explorer.stages.b_admm.click()
+    recorder.wait_for("admm_round", 2)
+    assert explorer.stages.b_stop.disabled is False
+    assert explorer.setup.model.disabled and explorer.targets.rows["fc1"].sparsity.disabled  # need a reset
+    assert not explorer.stages.rho.disabled and not explorer.stages.lr.disabled  # live
+    explorer.stages.rho.value = 0.05
+    recorder.wait_for("admm_round", 3)
+    plotted = len(explorer.residuals.figure.data[0].x)
+    batches = len(recorder.of("batch_ended"))
+    explorer.stages.b_stop.click()
+    assert explorer.controller.wait(timeout=30)
+    assert len(recorder.of("batch_ended")) - batches <= 1
+    ended = recorder.of("stage_ended")[-1]
+    assert ended.status == "stopped" and "admm</b> stopped" in explorer.stages.status.value
+    assert len(explorer.residuals.figure.data[0].x) == len(recorder.of("admm_round")) >= plotted  # final flush
+    # the round after the change ran with rho 0.05; its schedule step multiplied it by the factor
+    grown = 0.05 * explorer.stages.rho_factor.value
+    assert any(r.layers["conv1"]["rho"] == pytest.approx(grown) for r in recorder.of("admm_round"))
+    assert not explorer.setup.model.disabled and explorer.stages.b_stop.disabled
+    finish(explorer, explorer.stages.b_pretrain)  # the session goes on
+
+
+def test_errors_are_readable_and_the_session_goes_on(explorer, recorder, finish):
+    finish(explorer, explorer.stages.b_pretrain)
+    points = len(explorer.accuracy.figure.data[1].x)
+    explorer.stages.optimizer.value, explorer.stages.lr.value = "sgd", 1.0
+    explorer.stages.b_pretrain.click()
+    explorer.controller.wait(timeout=60)
+    (message,) = [m.text for m in explorer.notices.messages]
+    assert "loss became nan" in message and "Lower the learning rate" in message
+    assert "Traceback" not in explorer.notices.text.value
+    assert len(explorer.accuracy.figure.data[1].x) >= points  # what was plotted stays
+    assert explorer.runs.runs[-1]["status"] == "failed"
+
+    for row in explorer.targets.rows.values():  # no target at all: refused before any work
+        row.sparsity.value = 0.0
+    explorer.stages.b_admm.click()
+    assert "no layer has a target" in explorer.notices.messages[-1].text
+
+    explorer.setup.start.value = "checkpoint"
+    explorer.setup.checkpoint.value = "no/such/file.pt"
+    explorer.setup.b_apply.click()
+    assert "does not exist" in explorer.notices.messages[-1].text
+    assert explorer.targets.rows  # the old session is still there
+
+    explorer.setup.start.value = "random"
+    explorer.setup.b_apply.click()
+    explorer.stages.optimizer.value, explorer.stages.lr.value = "adam", 1e-3
+    finish(explorer, explorer.stages.b_pretrain)
+    assert recorder.of("stage_ended")[-1].accuracy > 0.5
+
+
+def test_presets_move_the_total_live(explorer):
+    t = explorer.targets
+    t.uniform.value = 0.9
+    t.b_uniform.click()
+    assert t.compression == pytest.approx(10.0, rel=0.01)
+    t.global_x.value = 50
+    t.b_global.click()
+    assert t.compression == pytest.approx(50.0, rel=0.02)
+    assert t.rows["fc1"].sparsity.value > t.rows["conv1"].sparsity.value  # small fan-in init: larger weights
+    t.b_paper.click()
+    t.rows["conv2"].structure.value = "filter"
+    t.rows["conv2"].sparsity.value = 0.9  # 5 of 50 filters kept
+    assert t.rows["conv2"].kept.value == "2,500"
+    bars = {d.name: list(d.y) for d in explorer.sparsity.figure.data}
+    assert bars["target"][1] == pytest.approx(0.9)
+    weights = sum(layer["weights"] for layer in explorer.controller.session.layer_info.values())
+    assert t.compression == pytest.approx(weights / (100 + 2500 + 3600 + 350))
+
+
+def test_exports_reproduce_the_session(explorer, finish, tmp_path):
+    import torch
+    import yaml
+
+    from admm_explorer.prm import load_shrunk
+    from admm_explorer.recipe import parse_recipe
+
+    import onnx
+
+    for button in (explorer.stages.b_pretrain, explorer.stages.b_admm, explorer.stages.b_retrain,
+                   explorer.purify.b_purify):
+        finish(explorer, button)
+    explorer.export.folder.value = str(tmp_path)
+    for button in (explorer.export.b_checkpoint, explorer.export.b_shrunk, explorer.export.b_onnx,
+                   explorer.export.b_recipe):
+        button.click()
+    errors = [m.text for m in explorer.notices.messages]
+    assert not errors, errors
+    files = {p.name.split("-", 2)[-1]: p for p in tmp_path.iterdir()}
+    assert set(files) == {"checkpoint.pt", "shrunk.pt", "model.onnx", "recipe.yaml"}
+    onnx.checker.check_model(str(files["model.onnx"]))
+    assert str(files["model.onnx"]) in explorer.export.files.value
+
+    recipe = parse_recipe(yaml.safe_load(files["recipe.yaml"].read_text()))
+    assert [s.kind for s in recipe.stages] == ["pretrain", "admm", "retrain", "purify"]
+    assert recipe.stages[1].targets["fc1"].sparsity == pytest.approx(0.991)
+    assert recipe.batch_size == 64 and recipe.test_root is None
+
+    state = torch.load(files["checkpoint.pt"], weights_only=True)
+    assert set(state["masks"]) == set(PAPER)
+    session = explorer.controller.session
+    model = session.model.eval()
+    shrunk = load_shrunk(files["shrunk.pt"]).eval()
+    x = next(iter(session.data.test_batches()))[0][:16]
+    with torch.no_grad():
+        assert torch.allclose(shrunk(x), model(x), atol=1e-4)
+    assert sum(p.numel() for p in shrunk.parameters()) < session.dense_weights  # P-RM removed channels
+
+    accuracy = session.evaluate()[1]
+    explorer.setup.start.value = "checkpoint"
+    explorer.setup.checkpoint.value = str(files["checkpoint.pt"])
+    explorer.setup.b_apply.click()
+    assert explorer.controller.session is not session
+    assert explorer.controller.session.evaluate()[1] == accuracy
+    assert math.isclose(explorer.controller.session.compression(), session.compression())
+
+
+def widgets(root):
+    yield root
+    for child in getattr(root, "children", ()):
+        yield from widgets(child)
+
+
+def test_every_control_is_described_and_every_axis_titled(explorer):
+    import ipywidgets as w
+    import plotly.graph_objects as go
+
+    tree = list(widgets(explorer.widget))
+    controls = [x for x in tree if isinstance(x, (w.Button, w.ValueWidget)) and not isinstance(x, (w.HTML, w.Label))]
+    assert len(controls) > 40
+    assert all((c.description or "").strip() or (c.tooltip or "").strip() for c in controls)
+    buttons = {c.description for c in controls if isinstance(c, w.Button)}
+    assert {"Pretrain", "Run ADMM", "Retrain", "Progressive", "Stop", "Purify (P-RM)"} <= buttons
+    figures = [x for x in tree if isinstance(x, go.FigureWidget)]
+    assert len(figures) == 5
+    for fig in figures:
+        for axis in [k for k in fig.layout if k.startswith(("xaxis", "yaxis"))]:
+            assert fig.layout[axis].title.text, f"{fig.layout.title.text}: {axis} has no title"
+
+
+def test_progressive_steps_share_the_figures(explorer, recorder, finish):
+    explorer.stages.steps.value = 2  # each step: ADMM 0.2 epochs (2 rounds), retrain 0.1 epochs
+    finish(explorer, explorer.stages.b_progressive)
+    rounds = recorder.of("admm_round")
+    assert [r.phase for r in rounds] == ["admm 1/2", "admm 1/2", "admm 2/2", "admm 2/2"]
+    assert all(len(t.x) == 4 for t in explorer.residuals.figure.data)  # rounds counted across the steps
+    x = list(explorer.accuracy.figure.data[1].x)
+    assert x == sorted(x) and len(x) == len(recorder.of("evaluation_done"))  # phases follow each other
+    assert "71.2× fewer weights" in explorer.stages.status.value
+
+
+def test_drawing_is_throttled_and_a_failing_panel_is_reported(explorer, recorder, monkeypatch):
+    import time
+
+    draws = []
+    render = explorer.stages.render
+    monkeypatch.setattr(explorer.stages, "render", lambda: (draws.append(time.monotonic()), render()))
+    monkeypatch.setattr(explorer.sparsity, "render", lambda: 1 / 0)
+    explorer.stages.pretrain_epochs.value = 1.0
+    start = time.monotonic()
+    explorer.stages.b_pretrain.click()
+    assert explorer.controller.wait(timeout=60)
+    seconds = time.monotonic() - start
+    assert len(recorder.of("batch_ended")) == 63
+    assert len(draws) <= 10 * seconds + 4  # at most ~10 draws a second, whatever the batch rate
+    gaps = [b - a for a, b in zip(draws, draws[1:-1])]  # the last draw is the stage's final flush
+    assert min(gaps) >= 0.09
+    assert recorder.of("stage_ended")[-1].status == "finished"  # the broken panel did not stop training
+    assert "display error (ZeroDivisionError: division by zero); the run goes on" in explorer.notices.text.value

@@ -128,13 +128,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DataMissing
-    from .recipe import RecipeError
+    from .recipe import RecipeError  # pydantic and yaml only: torch loads in the commands that need it
 
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (RecipeError, DataMissing) as e:
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as e:
+        from .data import DataMissing
+
+        if not isinstance(e, DataMissing):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

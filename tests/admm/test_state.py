@@ -140,3 +140,33 @@ def test_reweighted_refuses_quantization_and_bad_parameters():
         LayerReweighted(W0, LayerTarget(sparsity=0.5, bits=2), 0.1, lam=1e-3, eps=1e-3)
     with pytest.raises(ValueError, match="lam=0"):
         LayerReweighted(W0, HALF, 0.1, lam=0, eps=1e-3)
+
+
+def test_penalty_follows_every_change_of_z_u_and_rho():
+    """The penalty caches C = Z - U between rounds; after an update, set_rho or load_state_dict its value
+    and gradient must still be rho/2 ||W - Z + U||^2 and rho (W - Z + U), computed here by hand."""
+    from admm_explorer.admm.state import LayerADMM
+    from admm_explorer.admm.targets import LayerTarget
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 5, requires_grad=True)
+    layer = LayerADMM(w.detach(), LayerTarget(sparsity=0.6), 0.5)
+    saved = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in layer.state_dict().items()}
+
+    def check():
+        w.grad = None
+        value = layer.penalty(w)
+        value.backward()
+        d = w.detach() - layer.z + layer.u
+        assert float(value.detach()) == pytest.approx(layer.rho / 2 * float(d.square().sum()), rel=1e-6)
+        assert torch.allclose(w.grad, layer.rho * d, atol=1e-6)
+
+    check()
+    with torch.no_grad():
+        w.add_(0.3)
+    layer.update(w.detach())
+    check()
+    layer.set_rho(layer.rho * 4)
+    check()
+    layer.load_state_dict(saved)
+    check()

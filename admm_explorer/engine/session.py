@@ -220,7 +220,8 @@ class Session:
 
     # stages -----------------------------------------------------------------------------------------
     def run_stage(self, spec: StageSpec, checkpoint_dir: Path | None = None) -> StageRecord:
-        """Run one stage; returns its record. Raises StageFailed, the session back as it was before the stage."""
+        """Run one stage; returns its record. Raises StageFailed (or any error of the stage's code) with the
+        session back as it was before the stage."""
         from .stages import get_stage
 
         entry = get_stage(spec.kind)
@@ -237,12 +238,12 @@ class Session:
             self.emit(StageStarted(stage=index, stage_kind=spec.kind, epochs=entry.epochs(spec),
                                    total_batches=ctx.total_batches))
             start = time.perf_counter()
-            # a failing stage hands back the model, masks and targets it started from
+            # a stage that fails, in any way, hands back the model, masks and targets it started from
             saved = (self.model, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                      dict(self.masks), dict(self.targets), self.arch)
             try:
                 entry.run(self, spec, ctx)
-            except StageFailed:
+            except BaseException:
                 self.model, state, self.masks, self.targets, self.arch = saved
                 self.model.load_state_dict(state)
                 raise

@@ -1,6 +1,7 @@
 """The purify stage from a recipe: structured ADMM -> retrain -> P-RM, a smaller network that reloads."""
 import json
 
+import pytest
 import torch
 
 from admm_explorer.engine import PurifyDone, Session, run_recipe
@@ -39,3 +40,27 @@ def test_structured_admm_then_purify(tmp_path):
     assert [s["tau"] for s in done.sweep] == [0.1, 0.5]
     assert done.tau in (0.0, 0.1, 0.5)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["purify"]["tau"] == done.tau
+
+
+def test_a_purify_that_fails_hands_back_the_masked_model(monkeypatch):
+    """Any error inside a stage (here one raised by P-RM after the purified copy replaced the model for
+    its retrain) leaves the session with the model and masks the stage started from."""
+    import admm_explorer.engine.stages.purify as stage
+
+    session = Session(parse_recipe({"device": "cpu", "seed": 5}))
+    session.run_stage(parse_recipe({"stages": [{"kind": "magnitude", "targets": {"*": 0.5},
+                                                "epochs": 0.05}]}).stages[0])
+    model, masks = session.model, dict(session.masks)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def broken_purify(model, masks, evaluate, tolerance, taus, retrain, **kw):
+        import copy
+        retrain(copy.deepcopy(model), {k: ~v for k, v in masks.items()})  # swaps the session's model
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(stage, "purify", broken_purify)
+    with pytest.raises(RuntimeError, match="broken"):
+        session.run_stage(parse_recipe({"stages": [{"kind": "purify", "retrain_epochs": 0.02}]}).stages[0])
+    assert session.model is model and session.arch is None
+    assert session.masks.keys() == masks.keys() and all(torch.equal(session.masks[k], masks[k]) for k in masks)
+    assert all(torch.equal(weights[k], v) for k, v in session.model.state_dict().items())

@@ -41,13 +41,9 @@ def run_purify(session, spec: PurifySpec, ctx) -> None:
         if spec.retrain_epochs > 0:
             retrain_phase(session, ctx, "retrain", spec.retrain_epochs, spec.optimizer)
 
-    dense_model, dense_masks = session.model, session.masks
-    try:
-        result = purify(dense_model, dense_masks, evaluate, spec.tolerance, tuple(spec.taus), retrain,
-                        input_shape=session.spec.input_shape, latency=spec.latency)
-    except BaseException:
-        session.model, session.masks = dense_model, dense_masks
-        raise
+    dense_model, dense_masks = session.model, session.masks  # Session.run_stage restores them on failure
+    result = purify(dense_model, dense_masks, evaluate, spec.tolerance, tuple(spec.taus), retrain,
+                    input_shape=session.spec.input_shape, latency=spec.latency)
     session.model = result.model.to(session.device)
     session.arch = architecture(result.model, base=session.recipe.model)
     # zeros that remain inside the shrunk layers (unstructured pruning) stay zero from now on

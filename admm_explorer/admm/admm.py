@@ -4,6 +4,9 @@
     loss = criterion(model(x), y) + admm.penalty()      # W-step: ordinary optimiser steps on this
     residuals = admm.update()                           # every Z/U period: {name: Residuals}
     masks = admm.hard_prune()                           # at the end: {name: bool mask}, applied to W
+
+Reweighted ADMM (our reconstruction of paper 4): ADMM(model, {"*": 0.0}, method="reweighted", lam=1e-4),
+then hard_prune(compression=300) for one global top-k instead of per-layer rates.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from torch import Tensor, nn
 
 from ..models import prunable_layers
 from .masks import hard_prune
-from .projections import apply_support, support
+from .projections import apply_support, global_keep_counts, support
 from .schedules import RhoSpec
 from .state import LayerADMM, LayerReweighted, Residuals
 from .targets import TargetLike, resolve_targets
@@ -42,6 +45,7 @@ class ADMM:
             raise ValueError("targets select no prunable layer: name layers or use '*'")
         if method not in ("admm", "reweighted"):
             raise ValueError(f"method={method!r} is not allowed: use 'admm' or 'reweighted'")
+        self.method = method
         masks = dict(masks or {})
         if set(masks) - set(self.targets):
             raise ValueError(f"masks given for layers without a target: {sorted(set(masks) - set(self.targets))}")
@@ -79,18 +83,39 @@ class ADMM:
             out[name] = res
         return out
 
-    def hard_prune(self) -> dict[str, Tensor]:
+    def global_keep(self, compression: float) -> dict[str, int]:
+        """Weights each targeted layer keeps when one magnitude threshold over all of them brings the model
+        to `compression` (all prunable weights / kept; untargeted layers stay dense). At least 1 each."""
+        modules = prunable_layers(self.model)
+        others = sum(m.weight.numel() for name, m in modules.items() if name not in self.layers)
+        budget = round(sum(m.weight.numel() for m in modules.values()) / compression) - others
+        if budget < len(self.layers):
+            raise ValueError(f"compression={compression:g} cannot be reached: untargeted layers alone keep "
+                             f"{others} weights")
+        scores = {name: self._modules[name].weight.detach().abs() if layer.mask is None
+                  else torch.where(layer.mask, self._modules[name].weight.detach().abs(), -1.0)
+                  for name, layer in self.layers.items()}
+        return global_keep_counts(scores, budget)
+
+    def hard_prune(self, compression: float | None = None) -> dict[str, Tensor]:
         """Masks = support of each layer's projection of W; W <- W on the mask, exactly 0.0 elsewhere.
 
+        With `compression`, the layers keep global_keep(compression) weights each (their largest
+        magnitudes) instead of their targets' counts: reweighted ADMM's final top-k.
         Layers with a bits target are also snapped to their projection (quantized).
         """
+        keep = self.global_keep(compression) if compression is not None else {}
         masks = {}
         with torch.no_grad():
             for name, layer in self.layers.items():
                 weight = self._modules[name].weight
-                masks[name] = support(weight.detach(), layer.target, layer.mask)
-                if layer.target.bits is not None:
-                    weight.copy_(apply_support(weight.detach(), masks[name], layer.target.bits))
+                target = layer.target
+                if name in keep:
+                    target = target.model_copy(update={"sparsity": 1 - keep[name] / weight.numel(),
+                                                       "structure": "unstructured"})
+                masks[name] = support(weight.detach(), target, layer.mask)
+                if target.bits is not None:
+                    weight.copy_(apply_support(weight.detach(), masks[name], target.bits))
         hard_prune(self.model, masks)
         return masks
 

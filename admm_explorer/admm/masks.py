@@ -33,25 +33,38 @@ def hard_prune(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
 
 
 class MaskGuard:
-    """Keeps masked weights at exactly 0.0 through training.
+    """Keeps masked weights at exactly 0.0, and frozen weights exactly at given values, through training.
 
-    While attached, a hook zeroes each weight's gradient outside its mask (so SGD momentum, weight decay
-    and Adam moments started at zero stay zero there), and after_step(), to be called after every
-    optimizer.step(), re-zeroes the weights (against optimizer state left over from before the mask).
+    masks: {name: bool, True = kept}. frozen: {name: (bool frozen, values)}, both of the weight's shape:
+    kept weights that are frozen (quantized ones, at their levels). While attached, a hook zeroes each
+    weight's gradient where it is fixed (pruned or frozen), so SGD momentum, weight decay and Adam moments
+    started at zero stay zero there, and after_step(), to be called after every optimizer.step(), writes
+    the fixed values back (against optimizer state left over from before the mask).
     Use as `with MaskGuard(model, masks) as guard:` or attach()/detach().
     """
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, Tensor]):
-        self._pruned = {}  # name -> (Parameter, bool tensor True where pruned)
-        for name, mask in masks.items():
+    def __init__(self, model: nn.Module, masks: Mapping[str, Tensor],
+                 frozen: Optional[Mapping[str, tuple[Tensor, Tensor]]] = None):
+        frozen = frozen or {}
+        # name -> (Parameter, bool fixed, values where fixed (0.0 where pruned); None: all fixed ones are 0.0)
+        self._fixed: dict[str, tuple[nn.Parameter, Tensor, Optional[Tensor]]] = {}
+        for name in {**masks, **frozen}:
             weight = _weight(model, name)
-            self._pruned[name] = (weight, ~mask.to(weight.device, torch.bool))
+            mask = masks.get(name)
+            fixed = (torch.zeros_like(weight, dtype=torch.bool) if mask is None
+                     else ~mask.to(weight.device, torch.bool))
+            values = None
+            if name in frozen:
+                where, at = (t.to(weight.device) for t in frozen[name])
+                values = torch.where(where & ~fixed, at.to(weight.dtype).detach(), 0.0)
+                fixed = fixed | where
+            self._fixed[name] = (weight, fixed, values)
         self._handles: list = []
 
     def attach(self) -> MaskGuard:
         if not self._handles:
-            for weight, pruned in self._pruned.values():
-                self._handles.append(weight.register_hook(lambda g, pruned=pruned: g.masked_fill(pruned, 0.0)))
+            for weight, fixed, _ in self._fixed.values():
+                self._handles.append(weight.register_hook(lambda g, fixed=fixed: g.masked_fill(fixed, 0.0)))
             self.after_step()
         return self
 
@@ -62,8 +75,11 @@ class MaskGuard:
 
     def after_step(self) -> None:
         with torch.no_grad():
-            for weight, pruned in self._pruned.values():
-                weight.masked_fill_(pruned, 0.0)
+            for weight, fixed, values in self._fixed.values():
+                if values is None:
+                    weight.masked_fill_(fixed, 0.0)
+                else:
+                    weight.copy_(torch.where(fixed, values, weight))
 
     def __enter__(self) -> MaskGuard:
         return self.attach()

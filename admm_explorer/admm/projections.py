@@ -7,7 +7,7 @@ conv, output features of a Linear), columns = everything else flattened (C/group
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -37,8 +37,11 @@ _SAMPLE = 4096  # sample size for the band guess
 _BAND_SDS = 4.0  # band half-width in binomial sds: the guess misses (exact fallback) ~1e-4 of the time
 
 
-def _top_mask(a: Tensor, k: int) -> Tensor:
-    """(n,) bool with exactly min(k, n) True: the k largest of the 1-D scores a, ties to the lower index."""
+def top_mask(a: Tensor, k: int) -> Tensor:
+    """(n,) bool with exactly min(k, n) True: the k largest of the 1-D scores a, ties to the lower index.
+
+    Exact; large inputs go through a sampled band (_band_top_mask), which changes the time, not the answer.
+    """
     n = a.numel()
     if k >= n:
         return torch.ones_like(a, dtype=torch.bool)
@@ -52,7 +55,7 @@ def _top_mask(a: Tensor, k: int) -> Tensor:
 
 
 def _exact_top_mask(a: Tensor, k: int) -> Tensor:
-    """_top_mask for 0 < k < n by one exact selection of the k-th largest value t."""
+    """top_mask for 0 < k < n by one exact selection of the k-th largest value t."""
     n = a.numel()
     # topk (not kthvalue or sort: both are several times slower on CPU) from the nearer end
     if 2 * k <= n:
@@ -89,8 +92,17 @@ def _band_top_mask(a: Tensor, k: int) -> Optional[Tensor]:
     band = torch.nonzero((a > t_lo).logical_xor_(mask)).squeeze(1)  # (b,) increasing indices, t_lo < a <= t_hi
     if above + band.numel() < k:
         return None
-    mask[band[_top_mask(a[band], k - above)]] = True
+    mask[band[top_mask(a[band], k - above)]] = True
     return mask
+
+
+def global_keep_counts(scores: Mapping[str, Tensor], keep: int) -> dict[str, int]:
+    """Per tensor, how many of its entries are among the `keep` largest scores of all the tensors together
+    (one threshold across layers, torch.nn.utils.prune.global_unstructured's rule; ties to the earlier
+    tensor and the lower index), at least 1 each so that no layer is cut off."""
+    flat = torch.cat([s.flatten() for s in scores.values()])  # (all entries,)
+    kept = top_mask(flat, keep).split([s.numel() for s in scores.values()])
+    return {name: max(1, int(torch.count_nonzero(k))) for name, k in zip(scores, kept)}
 
 
 # ---- structured selections: bool masks of the kept entries --------------------------------------
@@ -108,7 +120,7 @@ def unstructured_mask(v: Tensor, sparsity: float, within: Optional[Tensor] = Non
     outside it rank below every entry inside, and are then dropped.
     """
     scores = v.abs() if within is None else torch.where(within, v.abs(), -1.0)
-    mask = _top_mask(scores.flatten(), keep_count(v.numel(), sparsity)).view(v.shape)
+    mask = top_mask(scores.flatten(), keep_count(v.numel(), sparsity)).view(v.shape)
     return mask if within is None else mask & within
 
 
@@ -119,7 +131,7 @@ def filter_mask(v: Tensor, sparsity: float, within: Optional[Tensor] = None) -> 
     exact projection onto "row-sparse and zero outside `within`".
     """
     g = _gemm(v if within is None else torch.where(within, v, 0.0))  # (F, C*kh*kw)
-    rows = _top_mask(g.square().sum(1), keep_count(g.shape[0], sparsity))  # (F,)
+    rows = top_mask(g.square().sum(1), keep_count(g.shape[0], sparsity))  # (F,)
     mask = rows[:, None].expand(g.shape).reshape(v.shape)
     return mask if within is None else mask & within
 
@@ -128,7 +140,7 @@ def column_mask(v: Tensor, sparsity: float, within: Optional[Tensor] = None) -> 
     """Bool, v's shape: the keep_count(columns) GEMM columns of largest L2 norm over all rows
     (ties to the lower column); `within` as in filter_mask."""
     g = _gemm(v if within is None else torch.where(within, v, 0.0))  # (F, C*kh*kw)
-    cols = _top_mask(g.square().sum(0), keep_count(g.shape[1], sparsity))  # (C*kh*kw,)
+    cols = top_mask(g.square().sum(0), keep_count(g.shape[1], sparsity))  # (C*kh*kw,)
     mask = cols[None, :].expand(g.shape).reshape(v.shape)
     return mask if within is None else mask & within
 
@@ -166,42 +178,63 @@ _ALPHA_GRID = 32  # scales tried for the start of the alternation
 _GRID_SAMPLE = 4096  # entries the start is chosen on
 
 
-def quantize(v: Tensor, bits: int, iters: int = 10) -> Tensor:
-    """alpha * Q close to v in L2, Q integer levels (ALGORITHMS.md section 2); every entry of v counts.
+def level_count(bits: int) -> int:
+    """L: the integer levels of b bits are -L..L (b >= 2), or +-1 (b = 1, returned as 1)."""
+    return 1 if bits == 1 else 2 ** (bits - 1) - 1
 
-    bits 1: Q = +-1 (0 counts as +), alpha = mean|v|: the exact optimum, 2 distinct values.
-    bits b >= 2 (2 is ternary): Q = clip(round(v / alpha), -L, L), L = 2^(b-1) - 1, so at most
-    2^b - 1 distinct values. Alternates up to `iters` times between that Q and alpha = <v,Q>/<Q,Q>
-    (each step can only lower the cost), starting from the best of 32 geometrically spaced alphas in
-    [max|v| / 8L, max|v|] (the optimal alpha is <= max|v|) scored on <= 4096 evenly strided entries.
-    The result is a local optimum over alpha, not always the global one: on 1,200 random tensors of
-    3..12 entries its cost was at most 0.35% of ||v||^2 above the brute-force optimum (tests allow 0.5%).
+
+def snap(v: Tensor, alpha: Tensor | float, bits: int) -> Tensor:
+    """Every entry of v moved to its nearest level of alpha * Q: +-alpha for bits 1 (0 goes to +alpha),
+    alpha * clip(round(v / alpha), -L, L) for bits >= 2. alpha > 0; the levels stay fixed."""
+    alpha = torch.as_tensor(alpha, dtype=v.dtype, device=v.device)
+    if bits > 1 and alpha == 0:  # all-zero input: its only level is 0
+        return torch.zeros_like(v)
+    return alpha * _level_index(v, alpha, bits)
+
+
+def _level_index(v: Tensor, alpha: Tensor, bits: int) -> Tensor:
+    """The integer Q of snap (as v's dtype): sign with 0 -> +1 for bits 1, clip(round(v / alpha), -L, L)."""
+    if bits == 1:
+        return torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
+    return torch.clamp(torch.round(v / alpha), -level_count(bits), level_count(bits))
+
+
+def fit_scale(v: Tensor, bits: int, iters: int = 10) -> Tensor:
+    """The scale alpha (0-dim, v's dtype) of the levels alpha * Q closest to v in L2 (ALGORITHMS.md section 2).
+
+    bits 1: alpha = mean|v|, the exact optimum. bits b >= 2 (2 is ternary): alternates up to `iters` times
+    between Q = clip(round(v / alpha), -L, L) and alpha = <v,Q>/<Q,Q> (each step can only lower the
+    cost), starting from the best of 32 geometrically spaced alphas in [max|v| / 8L, max|v|] (the optimal
+    alpha is <= max|v|) scored on <= 4096 evenly strided entries. A local optimum over alpha, not always
+    the global one: on 1,200 random tensors of 3..12 entries the cost was at most 0.35% of ||v||^2 above
+    the brute-force optimum (tests allow 0.5%). 0 for an all-zero v with bits >= 2.
     """
     a = v.abs()
     if bits == 1:
-        alpha = a.mean()
-        return torch.where(v >= 0, alpha, -alpha)
+        return a.mean() if v.numel() else v.new_zeros(())
     top = a.max() if v.numel() else v.new_zeros(())
     if top == 0:
-        return torch.zeros_like(v)
-    levels = 2 ** (bits - 1) - 1
-
-    def rounded(x: Tensor, alpha: Tensor) -> Tensor:
-        return torch.clamp(torch.round(x / alpha), -levels, levels)
-
+        return top
+    levels = level_count(bits)
     x = v.flatten()
     sample = x[:: max(1, x.numel() // _GRID_SAMPLE)]  # (<= 2 * _GRID_SAMPLE,)
     grid = top * torch.logspace(-math.log10(8 * levels), 0, _ALPHA_GRID, device=v.device, dtype=v.dtype)
-    costs = (sample - grid[:, None] * rounded(sample, grid[:, None])).square().sum(1)  # (grid,)
+    costs = (sample - grid[:, None] * _level_index(sample, grid[:, None], bits)).square().sum(1)  # (grid,)
     alpha = grid[costs.argmin()]
-    q = rounded(x, alpha)
+    q = _level_index(x, alpha, bits)
     for _ in range(iters):
         alpha = (x * q).sum() / q.square().sum()  # q != 0 somewhere: alpha <= max|v| rounds max|v| to >= 1
-        q_next = rounded(x, alpha)
+        q_next = _level_index(x, alpha, bits)
         if torch.equal(q_next, q):
             break
         q = q_next
-    return (alpha * q).view(v.shape)
+    return alpha
+
+
+def quantize(v: Tensor, bits: int, iters: int = 10) -> Tensor:
+    """snap(v, fit_scale(v, bits), bits): alpha * Q close to v in L2, every entry of v counted.
+    At most 2 distinct values for bits 1, 2^b - 1 for bits b >= 2 (ternary: 3)."""
+    return snap(v, fit_scale(v, bits, iters), bits)
 
 
 # ---- the Z-step of a LayerTarget ------------------------------------------------------------------

@@ -91,6 +91,7 @@ class StageEnded(Event):
     compression: float
     status: str  # "finished" | "stopped"
     checkpoint: str | None
+    storage: dict | None = None  # admm.storage.model_storage: bytes dense/compressed, bits per weight, per layer
 
 
 @dataclass(frozen=True)

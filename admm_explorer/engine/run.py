@@ -5,7 +5,8 @@ DIR/environment.json  versions and device
 DIR/metrics.jsonl     one JSON object per event
 DIR/checkpoints/      stage<i>-<kind>.pt after each finished stage (torch.load(weights_only=True))
 DIR/state.json        finished stages, so --resume knows where to go on
-DIR/summary.json      final accuracy, compression, per-layer counts, per-stage records (+ params/flops after purify)
+DIR/summary.json      final accuracy, compression, per-layer counts, storage (bytes, bits per weight),
+                      per-stage records (+ params/flops after purify)
 DIR/model.pt          the final model: a plain state_dict, masks applied (pruned weights are 0.0)
 DIR/model_prune_form.pt  the same in torch.nn.utils.prune form (weight_orig / weight_mask), when masks exist
 DIR/model_shrunk.pt   after purify: the physically shrunk model (admm_explorer.prm.load_shrunk reads it)
@@ -81,6 +82,7 @@ def summary(session: Session, status: str) -> dict:
         "accuracy": session.records[-1].accuracy if session.records else session.evaluate()[1],
         "compression": session.compression(),
         "layers": session.layer_stats(),
+        "storage": session.storage(),
         "stages": [{"stage": r.stage, "kind": r.kind, "seconds": r.seconds, "accuracy": r.accuracy,
                     "compression": r.compression} for r in session.records],
     }

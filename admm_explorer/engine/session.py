@@ -171,15 +171,16 @@ class Session:
         self.pending_lr = float(lr)
 
     @contextmanager
-    def enforce_masks(self):
+    def enforce_masks(self, frozen: dict | None = None):
         """While open, the masks in force hold: gradients outside them are zeroed and pruned weights are
-        re-zeroed after every step. Yields the after-step callable for StageContext.train (None: no masks)."""
-        if not self.masks:
+        re-zeroed after every step; so do `frozen` weights ({name: (bool, values)}, see MaskGuard) at their
+        values. Yields the after-step callable for StageContext.train (None: nothing to hold)."""
+        if not self.masks and not frozen:
             yield None
             return
         from ..admm import MaskGuard
 
-        guard = MaskGuard(self.model, self.masks)
+        guard = MaskGuard(self.model, self.masks, frozen)
         guard.attach()
         try:
             yield guard.after_step
@@ -196,6 +197,12 @@ class Session:
             n, nz = m.weight.numel(), int(torch.count_nonzero(m.weight))
             out[name] = {"weights": n, "nonzero": nz, "sparsity": 1 - nz / n}
         return out
+
+    def storage(self) -> dict:
+        """The model's size coded as admm.storage describes: bytes dense and compressed, bits per weight."""
+        from ..admm.storage import model_storage
+
+        return model_storage(self.model)
 
     def compression(self) -> float:
         """Prunable weights of the dense model / nonzero prunable weights now."""
@@ -259,7 +266,8 @@ class Session:
                 self.records.append(record)
                 self.stage_index += 1
             self.emit(StageEnded(stage=index, stage_kind=spec.kind, seconds=seconds, accuracy=accuracy,
-                                 compression=record.compression, status=status, checkpoint=record.checkpoint))
+                                 compression=record.compression, status=status, checkpoint=record.checkpoint,
+                                 storage=self.storage()))
             return record
         finally:
             self._lock.release()

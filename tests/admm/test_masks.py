@@ -132,3 +132,30 @@ def test_magnitude_masks_on_lenet5_hit_the_paper_counts():
     model = build_model("lenet5")
     masks = magnitude_masks(model, {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93})
     assert {n: int(m.sum()) for n, m in masks.items()} == {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}
+
+
+def test_mask_guard_holds_frozen_weights_at_their_values_and_pruned_ones_at_zero():
+    model, masks = tiny_and_masks()
+    hard_prune(model, masks)
+    w = model.conv.weight.detach()
+    frozen = masks["conv"] & (torch.arange(w.numel()).view(w.shape) % 2 == 0)  # half of the kept weights
+    values = torch.full_like(w, 0.25)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-2)
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    free = masks["conv"] & ~frozen
+    start = w[free].clone()
+    with MaskGuard(model, masks, {"conv": (frozen, values)}) as guard:
+        assert (model.conv.weight[frozen] == 0.25).all()  # attach writes the frozen values
+        for _ in range(10):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            assert (model.conv.weight.grad[frozen] == 0).all() and (model.conv.weight.grad[~masks["conv"]] == 0).all()
+            optimizer.step()
+            guard.after_step()
+            assert (model.conv.weight[frozen] == 0.25).all()
+            assert pruned_weights_are_zero(model, masks)
+    assert not torch.equal(model.conv.weight.detach()[free], start)  # the free kept weights trained
+    # a frozen entry outside the mask stays pruned: zero wins
+    outside = ~masks["conv"]
+    with MaskGuard(model, masks, {"conv": (outside, values)}):
+        assert pruned_weights_are_zero(model, masks)

@@ -319,3 +319,31 @@ def test_soft_threshold_by_hand():
     assert torch.equal(soft_threshold(v, 1.0), torch.tensor([-2.0, 0.0, 0.0, 0.0, 1.0]))
     assert torch.equal(soft_threshold(v, torch.tensor([0.5, 1.0, 1.0, 0.1, 3.0])),
                        torch.tensor([-2.5, 0.0, 0.0, 0.1, 0.0]))
+
+
+def test_snap_moves_every_entry_to_its_nearest_fixed_level():
+    v = torch.randn(500, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    alpha = 0.3
+    for bits in (1, 2, 3, 5):
+        levels = (torch.tensor([-1.0, 1.0], dtype=torch.float64) if bits == 1
+                  else torch.arange(-(2 ** (bits - 1) - 1), 2 ** (bits - 1)).double()) * alpha
+        z = P.snap(v, alpha, bits)
+        nearest = levels[(v[:, None] - levels[None, :]).abs().argmin(1)]  # brute force over the levels
+        assert torch.allclose(z, nearest)
+        assert torch.equal(P.snap(z, alpha, bits), z)  # snapping is idempotent: frozen values stay put
+    assert torch.equal(P.snap(v, 0.0, 3), torch.zeros_like(v))
+    # quantize = snap onto the fitted scale
+    assert torch.equal(quantize(v, 3), P.snap(v, P.fit_scale(v, 3), 3))
+
+
+def test_global_keep_counts_is_one_threshold_over_all_layers():
+    gen = torch.Generator().manual_seed(16)
+    scores = {"a": torch.rand(40, generator=gen), "b": torch.rand(7, 9, generator=gen) * 0.5,
+              "c": torch.rand(3, generator=gen) * 0.01}
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    for keep in (1, 10, 50, 100):
+        counts = P.global_keep_counts(scores, keep)
+        threshold = torch.sort(flat, descending=True).values[keep - 1]
+        expected = {name: max(1, int((s >= threshold).sum())) for name, s in scores.items()}
+        assert counts == expected
+    assert P.global_keep_counts(scores, 5)["c"] == 1  # a layer is never cut off

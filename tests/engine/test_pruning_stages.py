@@ -127,7 +127,7 @@ def test_targets_are_checked_before_any_work(tmp_path):
 
 def test_retrain_without_targets_says_what_to_do():
     session = Session(parse_recipe({"device": "cpu"}))
-    with pytest.raises(StageFailed, match="run an admm or progressive stage first"):
+    with pytest.raises(StageFailed, match="run an admm, progressive or reweighted stage first"):
         stage(session, {"kind": "retrain", "epochs": 0.1})
 
 

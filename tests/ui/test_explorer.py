@@ -202,7 +202,7 @@ def test_every_control_is_described_and_every_axis_titled(explorer):
     assert len(controls) > 40
     assert all((c.description or "").strip() or (c.tooltip or "").strip() for c in controls)
     buttons = {c.description for c in controls if isinstance(c, w.Button)}
-    assert {"Pretrain", "Run ADMM", "Retrain", "Progressive", "Stop", "Purify (P-RM)"} <= buttons
+    assert {"Pretrain", "Run ADMM", "Retrain", "Progressive", "Reweighted", "Stop", "Purify (P-RM)"} <= buttons
     figures = [x for x in tree if isinstance(x, go.FigureWidget)]
     assert len(figures) == 5
     for fig in figures:
@@ -239,3 +239,17 @@ def test_drawing_is_throttled_and_a_failing_panel_is_reported(explorer, recorder
     assert min(gaps) >= 0.09
     assert recorder.of("stage_ended")[-1].status == "finished"  # the broken panel did not stop training
     assert "display error (ZeroDivisionError: division by zero); the run goes on" in explorer.notices.text.value
+
+
+def test_reweighted_then_retrain_reaches_the_global_compression(explorer, recorder, finish):
+    explorer.targets.b_paper.click()  # targets every layer; reweighted ignores the rates
+    explorer.stages.reweighted_x.value = 100.0
+    finish(explorer, explorer.stages.b_pretrain)
+    finish(explorer, explorer.stages.b_reweighted)
+    rounds = recorder.of("admm_round")
+    assert len(rounds) == 4 and {r.phase for r in rounds} == {"reweighted admm"}
+    assert all(len(t.x) == 4 for t in explorer.residuals.figure.data)  # the same residual plots as ADMM
+    finish(explorer, explorer.stages.b_retrain)  # prunes to the rates the global top-k chose
+    ended = recorder.of("stage_ended")[-1]
+    assert ended.compression == pytest.approx(100, rel=1e-3)
+    assert f"{ended.storage['compressed_bytes']:,} bytes" in explorer.stages.status.value

@@ -1,4 +1,4 @@
-"""Pruning stages: admm, retrain, progressive, magnitude (papers 1 and 2; ALGORITHMS.md sections 1-2)."""
+"""Pruning stages: admm, retrain, progressive, magnitude, reweighted (papers 1, 2 and 4; ALGORITHMS.md 1, 2, 4)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,6 +7,8 @@ import torch
 from pydantic import Field, field_validator
 
 from ...admm import ADMM, LayerTarget, RhoSpec, progressive_plan, resolve_targets, support
+from ...admm.projections import fit_scale, snap, top_mask
+from ...models import prunable_layers
 from ...recipe import OptimizerSpec, StageSpec
 from ..events import AdmmRound
 from ..session import StageFailed
@@ -24,6 +26,25 @@ class PruningSpec(StageSpec):
         return targets
 
 
+DEFAULT_SHARES = (0.5, 0.75, 0.875, 1.0)
+
+
+class QuantizedRetrainSpec(PruningSpec):
+    # Layers with a bits target are retrained in rounds: before round i the freeze_shares[i] share of
+    # their kept weights with the largest magnitudes is snapped to its level and frozen there (INQ's order,
+    # Zhou et al. 2017); the last share is 1, so the final round fine-tunes only what is not quantized
+    # (biases, BatchNorm, other layers). [1.0]: snap everything at once, then fine-tune the rest.
+    freeze_shares: list[float] = Field(default_factory=lambda: list(DEFAULT_SHARES))
+
+    @field_validator("freeze_shares")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        if not shares or any(not a < b <= 1 for a, b in zip([0.0, *shares], shares)) or shares[-1] != 1.0:
+            raise ValueError("give increasing shares in (0, 1] ending with 1.0 "
+                             "(e.g. [0.5, 0.75, 0.875, 1.0], or [1.0] to snap every weight at once)")
+        return shares
+
+
 class AdmmSpec(PruningSpec):
     kind: Literal["admm"] = "admm"
     epochs: float = Field(30, gt=0)  # W-step budget
@@ -33,14 +54,14 @@ class AdmmSpec(PruningSpec):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
-class RetrainSpec(PruningSpec):
+class RetrainSpec(QuantizedRetrainSpec):
     kind: Literal["retrain"] = "retrain"
     epochs: float = Field(20, gt=0)
     targets: Targets | None = None  # None: the targets of the last admm/progressive stage
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
-class ProgressiveSpec(PruningSpec):
+class ProgressiveSpec(QuantizedRetrainSpec):
     kind: Literal["progressive"] = "progressive"
     targets: Targets  # the final targets
     steps: int = Field(3, ge=1)
@@ -57,11 +78,29 @@ class ProgressiveSpec(PruningSpec):
         return len(self.plan) if self.plan else self.steps
 
 
-class MagnitudeSpec(PruningSpec):
+class MagnitudeSpec(QuantizedRetrainSpec):
     kind: Literal["magnitude"] = "magnitude"
     targets: Targets
     epochs: float = Field(50, gt=0)  # masked retraining budget, split evenly over the steps
     steps: int = Field(1, ge=1)  # 1 = one-shot; T = T prune+retrain steps on the geometric plan
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+
+
+class ReweightedSpec(PruningSpec):
+    """Reweighted ADMM (paper 4, our reconstruction: ALGORITHMS.md section 4). No per-layer rates: the
+    sparsity emerges from lam; `compression` (optional) is met by one global magnitude top-k at the end."""
+
+    kind: Literal["reweighted"] = "reweighted"
+    epochs: float = Field(30, gt=0)
+    update_every: float = Field(1.0, gt=0)
+    rho: RhoSpec = Field(default_factory=RhoSpec)
+    # the L1 weight: Z's threshold is lam * a_j / rho, so lam scales with rho (1e-6 at rho 1e-3 puts the
+    # threshold of a weight of |W| = 0.03, LeNet-5's fc1 scale, near that weight)
+    lam: float = Field(1e-6, gt=0)
+    eps: float = Field(1e-3, gt=0)  # a_j = 1 / (|Z_j| + eps)
+    layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # "*": every prunable layer
+    # all prunable weights / kept weights after the stage's final top-k; None: keep Z's support
+    compression: float | None = Field(None, gt=1)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
@@ -81,18 +120,21 @@ def check_progressive(spec: ProgressiveSpec, model) -> None:
                                  f"{final[layer].sparsity}]")
 
 
-def round_payload(admm: ADMM, residuals: dict, targets: dict[str, LayerTarget]) -> dict:
+def round_payload(admm: ADMM, residuals: dict) -> dict:
+    """Per layer: the residuals, the target (sparsity None for reweighted ADMM: it has no per-layer rate)
+    and the histograms."""
     histograms = admm.histograms()
-    return {name: {**r.as_dict(), "target": targets[name].sparsity, "bits": targets[name].bits,
-                   **histograms[name]}
+    return {name: {**r.as_dict(), "target": admm.targets[name].sparsity if admm.method == "admm" else None,
+                   "bits": admm.targets[name].bits, **histograms[name]}
             for name, r in residuals.items()}
 
 
 def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs: float, update_every: float,
-               rho: RhoSpec, optimizer: OptimizerSpec) -> bool:
-    """W-steps on loss + penalty, a Z/U round every `update_every` epochs; False if stopped."""
+               rho: RhoSpec, optimizer: OptimizerSpec, **method) -> ADMM | None:
+    """W-steps on loss + penalty, a Z/U round every `update_every` epochs; the ADMM object, None if stopped.
+    `method`: ADMM's method, lam and eps (reweighted ADMM)."""
     carried = {name: m for name, m in session.masks.items() if name in targets}
-    admm = ADMM(session.model, targets, rho=rho, masks=carried)
+    admm = ADMM(session.model, targets, rho=rho, masks=carried, **method)
     rounds = [0]
 
     def on_period(done: int, epochs_done: float) -> None:
@@ -105,28 +147,68 @@ def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs
             raise StageFailed(f"stage {ctx.index} ({ctx.spec.kind}, {phase}): {e}") from None
         rounds[0] += 1
         session.emit(AdmmRound(stage=ctx.index, phase=phase, round=rounds[0], epoch=epochs_done, step=ctx.step,
-                               layers=round_payload(admm, residuals, targets)))
+                               layers=round_payload(admm, residuals)))
 
     with session.enforce_masks() as after_step:
-        return ctx.train(phase, epochs, optimizer, penalty=admm.penalty,
-                         period_epochs=update_every,
-                         on_period=on_period, after_step=after_step)
+        finished = ctx.train(phase, epochs, optimizer, penalty=admm.penalty, period_epochs=update_every,
+                             on_period=on_period, after_step=after_step)
+    return admm if finished else None
 
 
 @torch.no_grad()
-def prune_to(session, targets: dict[str, LayerTarget]) -> None:
-    """Hard prune: mask = support of Proj(W) (within the masks already in force); W <- W * mask."""
+def prune_to(session, targets: dict[str, LayerTarget]) -> dict[str, torch.Tensor]:
+    """Hard prune: mask = support of Proj(W) (within the masks already in force); W <- W * mask.
+
+    Returns {name: alpha} for the layers with a bits target: their levels alpha * Q, fitted to the kept
+    weights now (quantized_retrain snaps the weights onto them).
+    """
     layers = session.prunable()
+    scales = {}
     for name, target in targets.items():
         w = layers[name].weight
-        mask = support(w, target, session.masks.get(name))
-        session.masks[name] = mask
-        w.mul_(mask)
+        if target.sparsity is not None or name in session.masks:
+            mask = support(w, target, session.masks.get(name))
+            session.masks[name] = mask
+            w.mul_(mask)
+        if target.bits is not None:
+            kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
+            scales[name] = fit_scale(w[kept], target.bits)
+    return scales
 
 
-def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerSpec) -> bool:
-    with session.enforce_masks() as after_step:  # a fresh optimiser: no momentum from before the prune
-        return ctx.train(phase, epochs, optimizer, after_step=after_step)
+def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerSpec,
+                  scales: dict[str, torch.Tensor] | None = None, shares=DEFAULT_SHARES) -> bool:
+    """Masked retraining with a fresh optimiser (no momentum from before the prune); False if stopped.
+
+    With `scales` (prune_to's) the quantized layers are moved onto their levels in rounds, one per share:
+    before each, the largest-magnitude free kept weights are snapped and frozen until that share of the
+    layer's kept weights is; the epochs are split evenly over the rounds. After the last (share 1.0)
+    every quantized layer holds only its levels.
+    """
+    if not scales:
+        with session.enforce_masks() as after_step:
+            return ctx.train(phase, epochs, optimizer, after_step=after_step)
+    layers = session.prunable()
+    frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (bool frozen, values there)
+    for share in shares:
+        with torch.no_grad():
+            for name, alpha in scales.items():
+                w = layers[name].weight
+                kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
+                done, values = frozen.get(name, (torch.zeros_like(kept), torch.zeros_like(w)))
+                more = round(share * int(kept.sum())) - int(done.sum())
+                if more > 0:  # INQ's order: the largest magnitudes first
+                    scores = torch.where(kept & ~done, w.abs(), -1.0).flatten()
+                    new = top_mask(scores, more).view_as(w)
+                    values = torch.where(new, snap(w, alpha, session.targets[name].bits), values)
+                    done = done | new
+                w.copy_(torch.where(done, values, w))
+                frozen[name] = (done, values)
+        with session.enforce_masks(frozen) as after_step:
+            if not ctx.train(f"{phase} ({share:.0%} quantized)", epochs / len(shares), optimizer,
+                             after_step=after_step):
+                return False
+    return True
 
 
 def run_admm(session, spec: AdmmSpec, ctx) -> None:
@@ -138,21 +220,22 @@ def run_admm(session, spec: AdmmSpec, ctx) -> None:
 def run_retrain(session, spec: RetrainSpec, ctx) -> None:
     targets = resolve_targets(session.model, spec.targets) if spec.targets is not None else session.targets
     if not targets:
-        raise StageFailed(f"stage {ctx.index} (retrain): no targets to prune to; give targets, or run an admm "
-                          "or progressive stage first")
+        raise StageFailed(f"stage {ctx.index} (retrain): no targets to prune to; give targets, or run an admm, "
+                          "progressive or reweighted stage first")
     session.targets = targets
-    prune_to(session, targets)
-    retrain_phase(session, ctx, "retrain", spec.epochs, spec.optimizer)
+    scales = prune_to(session, targets)
+    retrain_phase(session, ctx, "retrain", spec.epochs, spec.optimizer, scales, spec.freeze_shares)
 
 
 def step_targets(final: dict[str, LayerTarget], sparsity: dict[str, float]) -> dict[str, LayerTarget]:
-    return {name: t.model_copy(update={"sparsity": sparsity[name]}) for name, t in final.items()
-            if name in sparsity}
+    """The final targets with this step's sparsities (layers with bits only keep their target)."""
+    return {name: t.model_copy(update={"sparsity": sparsity[name]}) if name in sparsity else t
+            for name, t in final.items()}
 
 
 def geometric_plans(final: dict[str, LayerTarget], steps: int) -> list[dict[str, float]]:
-    """Per step, each layer's total sparsity: keep-fraction shrinking geometrically to the final target."""
-    per_layer = {name: progressive_plan(t.sparsity or 0.0, steps) for name, t in final.items()}
+    """Per step, each pruned layer's total sparsity: keep-fraction shrinking geometrically to the final target."""
+    per_layer = {name: progressive_plan(t.sparsity, steps) for name, t in final.items() if t.sparsity is not None}
     return [{name: plan[i] for name, plan in per_layer.items()} for i in range(steps)]
 
 
@@ -167,8 +250,9 @@ def run_progressive(session, spec: ProgressiveSpec, ctx) -> None:
                           spec.rho, spec.optimizer):
             return
         session.targets = targets
-        prune_to(session, targets)
-        if not retrain_phase(session, ctx, f"retrain {t}/{steps}", spec.retrain_epochs, spec.retrain_optimizer):
+        scales = prune_to(session, targets)
+        if not retrain_phase(session, ctx, f"retrain {t}/{steps}", spec.retrain_epochs, spec.retrain_optimizer,
+                             scales, spec.freeze_shares):
             return
     session.targets = final
 
@@ -179,10 +263,43 @@ def run_magnitude(session, spec: MagnitudeSpec, ctx) -> None:
     for t, plan in enumerate(plans, 1):
         targets = step_targets(final, plan)
         session.targets = targets
-        prune_to(session, targets)
-        if not retrain_phase(session, ctx, f"retrain {t}/{spec.steps}", spec.epochs / spec.steps, spec.optimizer):
+        scales = prune_to(session, targets)
+        if not retrain_phase(session, ctx, f"retrain {t}/{spec.steps}", spec.epochs / spec.steps, spec.optimizer,
+                             scales, spec.freeze_shares):
             return
     session.targets = final
+
+
+def reweighted_layers(model, spec: ReweightedSpec) -> dict[str, LayerTarget]:
+    """The stage's layers as targets without a rate (sparsity 0: reweighted ADMM sets no per-layer rate)."""
+    return resolve_targets(model, {name: 0.0 for name in spec.layers})
+
+
+def check_reweighted(spec: ReweightedSpec, model) -> None:
+    layers = reweighted_layers(model, spec)
+    if spec.compression is not None:
+        sizes = {name: m.weight.numel() for name, m in prunable_layers(model).items()}
+        others = sum(n for name, n in sizes.items() if name not in layers)
+        if sum(sizes.values()) / spec.compression < others + len(layers):
+            raise ValueError(f"compression={spec.compression:g} cannot be reached: the {len(sizes) - len(layers)} "
+                             f"layers outside `layers` stay dense ({others} weights); add them to `layers`")
+
+
+def run_reweighted(session, spec: ReweightedSpec, ctx) -> None:
+    """Reweighted ADMM, then the per-layer rates for the next retrain stage: Z's support, or one global
+    magnitude top-k of W meeting `compression`."""
+    targets = reweighted_layers(session.model, spec)
+    admm = admm_phase(session, ctx, "reweighted admm", targets, spec.epochs, spec.update_every, spec.rho,
+                      spec.optimizer, method="reweighted", lam=spec.lam, eps=spec.eps)
+    if admm is None:
+        return
+    layers = session.prunable()
+    if spec.compression is None:
+        keep = {name: max(1, int(torch.count_nonzero(layer.z))) for name, layer in admm.layers.items()}
+    else:
+        keep = admm.global_keep(spec.compression)
+    session.targets = {name: LayerTarget(sparsity=1 - keep[name] / layers[name].weight.numel())
+                       for name in targets}
 
 
 register(StageEntry("admm", AdmmSpec, run_admm, epochs=lambda s: s.epochs, check=check_targets))
@@ -190,3 +307,5 @@ register(StageEntry("retrain", RetrainSpec, run_retrain, epochs=lambda s: s.epoc
 register(StageEntry("progressive", ProgressiveSpec, run_progressive,
                     epochs=lambda s: s.step_count() * (s.admm_epochs + s.retrain_epochs), check=check_progressive))
 register(StageEntry("magnitude", MagnitudeSpec, run_magnitude, epochs=lambda s: s.epochs, check=check_targets))
+register(StageEntry("reweighted", ReweightedSpec, run_reweighted, epochs=lambda s: s.epochs,
+                    check=check_reweighted))

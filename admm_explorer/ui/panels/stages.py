@@ -12,7 +12,7 @@ from .base import Panel, button, labelled
 # about a minute of CPU, >= 97% on the MNIST test set at 71x fewer weights (benchmarks/dashboard_demo.py).
 DEFAULTS = dict(pretrain_epochs=10.0, admm_epochs=10.0, update_every=0.5, rho=1e-3, rho_schedule="geometric",
                 rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, optimizer="adam", lr=1e-3,
-                lr_schedule="cosine", eval_every=1.0)
+                lr_schedule="cosine", eval_every=1.0, lam=1e-6, reweighted_x=0.0)
 
 
 def clock(seconds: float) -> str:
@@ -54,6 +54,14 @@ class StagesPanel(Panel):
         self.steps = labelled(w.BoundedIntText(value=d["steps"], min=1, max=20), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
+        self.lam = labelled(w.FloatLogSlider(value=d["lam"], base=10, min=-9, max=-2, step=0.1, readout_format=".0e"),
+                           "λ (reweighted)",
+                            "Reweighted: the L1 weight; Z's threshold is λ × a / ρ with a = 1 / (|Z| + 0.001), so "
+                            "scale λ with ρ", FIELD)
+        self.reweighted_x = labelled(w.BoundedFloatText(value=d["reweighted_x"], min=0.0, max=1e6, step=10.0),
+                                     "Reweighted ×", "Reweighted: compression to reach by one global magnitude "
+                                                     "top-k over the targeted layers at the end (0: keep the "
+                                                     "weights λ leaves in Z); Retrain then prunes to it", FIELD)
         self.optimizer = labelled(w.Dropdown(options=["adam", "sgd"], value=d["optimizer"]), "Optimizer",
                                   "optimizer of every stage (sgd with momentum 0.9)", FIELD)
         self.lr = labelled(w.FloatLogSlider(value=d["lr"], base=10, min=-6, max=0, step=0.1, readout_format=".1e"),
@@ -68,12 +76,16 @@ class StagesPanel(Panel):
         self.b_retrain = button("Retrain", "hard prune to the targets of the last ADMM (or to the Targets, if none "
                                            "ran), then masked retraining", "primary")
         self.b_progressive = button("Progressive", "several ADMM + retrain steps to the Targets", "primary")
+        self.b_reweighted = button("Reweighted", "reweighted ADMM (our reconstruction of paper 4) on the layers that "
+                                                 "have a target, their rates ignored: λ decides, or Reweighted ×",
+                                   "primary")
         self.b_stop = button("Stop", "end the running stage after the current batch; everything so far is kept",
                              "danger")
         self.b_pretrain.on_click(self.action(lambda _: self.pretrain()))
         self.b_admm.on_click(self.action(lambda _: self.controller.run(self.admm_spec())))
         self.b_retrain.on_click(self.action(lambda _: self.controller.run(self.retrain_spec())))
         self.b_progressive.on_click(self.action(lambda _: self.controller.run(self.progressive_spec())))
+        self.b_reweighted.on_click(self.action(lambda _: self.controller.run(self.reweighted_spec())))
         self.b_stop.on_click(self.action(lambda _: self.controller.stop()))
         self.rho.observe(self.action(lambda c: self.controller.set_rho(c["new"])), "value")
         self.lr.observe(self.action(lambda c: self.controller.set_lr(c["new"])), "value")
@@ -87,12 +99,13 @@ class StagesPanel(Panel):
         self.b_stop.disabled = True
         grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.update_every,
                           self.eval_every, self.optimizer, self.lr_schedule, self.rho_schedule, self.rho_factor,
-                          self.rho_max],
+                          self.rho_max, self.lam, self.reweighted_x],
                          layout=w.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="2px 12px"))
-        buttons = w.HBox([self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_stop],
+        buttons = w.HBox([self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted,
+                          self.b_stop],
                          layout=w.Layout(flex_flow="row wrap"))
         self.body.children = [grid, self.rho, self.lr, buttons, self.progress, self.status]
-        self.locked = [self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive]
+        self.locked = [self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted]
 
     # specs ------------------------------------------------------------------------------------------
     def optimizer_spec(self) -> dict:
@@ -131,6 +144,12 @@ class StagesPanel(Panel):
                             "optimizer": self.optimizer_spec(), "retrain_optimizer": self.optimizer_spec(),
                             "eval_every": self.eval_every.value}, "Progressive")
 
+    def reweighted_spec(self):
+        return parse_stage({"kind": "reweighted", "epochs": self.admm_epochs.value,
+                            "update_every": self.update_every.value, "rho": self.rho_spec(), "lam": self.lam.value,
+                            "layers": list(self._targets()), "compression": self.reweighted_x.value or None,
+                            "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value}, "Reweighted")
+
     # events -----------------------------------------------------------------------------------------
     def on_run_started(self, event) -> None:
         self.pruned = False
@@ -155,7 +174,7 @@ class StagesPanel(Panel):
 
     def on_stage_ended(self, event) -> None:
         self.stage.update(ended=event)
-        if event.status == "finished" and event.stage_kind in ("admm", "progressive", "purify"):
+        if event.status == "finished" and event.stage_kind in ("admm", "progressive", "reweighted", "purify"):
             self.pruned = event.stage_kind != "purify"  # P-RM leaves no targets behind
 
     def on_activity(self, event) -> None:
@@ -175,8 +194,11 @@ class StagesPanel(Panel):
         end = s.get("ended")
         if end is not None:
             self.progress.bar_style = "success" if end.status == "finished" else "warning"
+            stored = end.storage
             self.status.value = (f"stage {end.stage} <b>{end.stage_kind}</b> {end.status} in {clock(end.seconds)}: "
-                                 f"test accuracy <b>{end.accuracy:.2%}</b>, {end.compression:.1f}× fewer weights")
+                                 f"test accuracy <b>{end.accuracy:.2%}</b>, {end.compression:.1f}× fewer weights"
+                                 + (f", stored in {stored['compressed_bytes']:,} bytes ({stored['ratio']:.1f}× "
+                                    f"smaller, {stored['bits_per_weight']:.2f} bits a weight)" if stored else ""))
             return
         if not self.busy:
             self.progress.bar_style = "danger"

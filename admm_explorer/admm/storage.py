@@ -1,0 +1,86 @@
+"""Storage of a pruned and quantized model in bits: compression as bytes, not only as zeros.
+
+Each prunable weight tensor is coded as positions of its nonzeros + one value per nonzero, whichever
+coding below is smallest (Deep Compression, Han et al. 2016, for the relative index):
+- positions: none when every weight is nonzero (stored dense); else a bitmap (1 bit per weight), or
+  relative indices of g bits (g = 1..16, the best one): each nonzero stores its gap from the previous one,
+  a gap of d > 2^g costs ceil(d / 2^g) - 1 filler entries (a value of 0), and fillers cost an entry each;
+- values: float32 (32 bits), or an index into a codebook of the layer's k distinct nonzero values
+  (k + 1 with fillers): ceil(log2 k) bits per entry (at least 1) + 32 k bits for the codebook.
+Every other parameter (biases, BatchNorm) is counted dense in float32, in both the dense and the compressed
+size. Buffers (BatchNorm running statistics) are not counted.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..models import prunable_layers
+
+FLOAT_BITS = 32
+MAX_INDEX_BITS = 16
+
+
+def value_cost(entries: int, distinct: int) -> tuple[int, int]:
+    """(bits per stored value, codebook bits) for `entries` values taking `distinct` values: the cheaper of
+    float32 and a codebook (ceil(log2 distinct) bits per entry, at least 1, + 32 bits per codebook value)."""
+    if entries == 0:
+        return 0, 0
+    index = max(1, math.ceil(math.log2(distinct)))
+    if entries * index + FLOAT_BITS * distinct < entries * FLOAT_BITS:
+        return index, FLOAT_BITS * distinct
+    return FLOAT_BITS, 0
+
+
+def relative_index_entries(positions: Tensor, g: int) -> int:
+    """Entries a relative index of g-bit gaps needs for these sorted flat positions (one per nonzero + fillers).
+
+    The first gap counts from -1, so a nonzero at position 0 has gap 1; a gap d costs ceil(d / 2^g) entries.
+    """
+    if positions.numel() == 0:
+        return 0
+    gaps = torch.diff(positions, prepend=positions.new_tensor([-1]))  # (nnz,) >= 1
+    return int(torch.sum(torch.div(gaps + (2 ** g - 1), 2 ** g, rounding_mode="floor")))
+
+
+def tensor_storage(w: Tensor) -> dict:
+    """{"weights", "nonzero", "distinct", "value_bits", "positions", "bits"} of one weight tensor, coded as
+    in the module docstring; "positions" names the position coding ("dense", "bitmap" or "relative<g>")."""
+    flat = w.detach().flatten()
+    n = flat.numel()
+    positions = torch.nonzero(flat).squeeze(1)  # (nnz,) sorted
+    nnz = positions.numel()
+    distinct = int(torch.unique(flat[positions]).numel())
+
+    def cost(entries: int, fillers: bool) -> int:  # fillers store 0.0: one more codebook value
+        vb, codebook = value_cost(entries, distinct + fillers)
+        return entries * vb + codebook
+
+    options = {"dense": cost(n, False)} if nnz == n else {"bitmap": n + cost(nnz, False)}
+    # a bitmap wins once entries * g > n, so g beyond log2(n) never helps
+    for g in range(1, min(MAX_INDEX_BITS, math.ceil(math.log2(n + 1))) + 1):
+        entries = relative_index_entries(positions, g)
+        options[f"relative{g}"] = entries * g + cost(entries, entries > nnz)
+    coding = min(options, key=options.get)
+    return {"weights": n, "nonzero": nnz, "distinct": distinct,
+            "value_bits": value_cost(nnz, distinct)[0], "positions": coding, "bits": options[coding]}
+
+
+def model_storage(model: nn.Module) -> dict:
+    """The model's storage: per prunable layer (tensor_storage) and in all.
+
+    dense_bytes: every parameter in float32. compressed_bytes: prunable weights coded, everything else
+    float32. bits_per_weight: coded bits of the prunable weights / their count (32 when dense).
+    """
+    layers = {name: tensor_storage(m.weight) for name, m in prunable_layers(model).items()}
+    prunable_ids = {id(m.weight) for m in prunable_layers(model).values()}
+    other = sum(p.numel() for p in model.parameters() if id(p) not in prunable_ids)
+    weights = sum(s["weights"] for s in layers.values())
+    coded = sum(s["bits"] for s in layers.values())
+    dense_bytes = (weights + other) * FLOAT_BITS / 8
+    compressed_bytes = math.ceil((coded + other * FLOAT_BITS) / 8)
+    return {"dense_bytes": int(dense_bytes), "compressed_bytes": compressed_bytes,
+            "ratio": dense_bytes / compressed_bytes, "bits_per_weight": coded / weights if weights else 0.0,
+            "other_params": other, "layers": layers}

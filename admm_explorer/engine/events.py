@@ -104,6 +104,7 @@ class PurifyDone(Event):
     before: dict  # params, macs, size_bytes, latency_ms_b1, latency_ms_b64, accuracy
     after: dict
     removed: dict  # layer -> {"filters": n, "channels": n}
+    retrain_kept: bool = True  # False: the short retrain lowered the accuracy and was dropped
 
 
 @dataclass(frozen=True)

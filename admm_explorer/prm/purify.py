@@ -8,7 +8,9 @@ tau is swept over `taus` (all in (0, 1): the largest filter and column of a laye
 the largest tau whose accuracy stays within `tolerance` of the accuracy before purification is kept
 (tau = 0 means nothing is purified). Each candidate is evaluated on its own, so a non-monotone
 accuracy curve is handled. Rows of the layers that produce the network's outputs are never purified.
-Then the caller's short masked retrain runs, and unused path removal (paths.py) and the physical
+Then the caller's short masked retrain runs; its result is kept only if it does not lower the purified
+network's accuracy (a retrain of a converged network can do that: fresh optimizer state moves every
+weight at once), else the purified network goes on as it was. Unused path removal (paths.py) and the physical
 shrink (shrink.py) follow; both are exact, so they change no accuracy.
 
 The masked network is the model with weights multiplied by the masks and `structured_masks_to_bn`
@@ -36,7 +38,8 @@ class PurifyResult:
     tau: float  # chosen threshold; 0.0 when no tau kept the accuracy within tolerance
     accuracies: dict[float, float]  # tau -> accuracy of the purified masked network (before retraining)
     accuracy_before: float  # the masked network given to purify
-    accuracy_after: float  # the shrunk network, after the retrain
+    accuracy_after: float  # the shrunk network, after the retrain (if kept)
+    retrain_kept: bool  # False: the retrain lowered the accuracy and was dropped (also False without one)
     masks: dict[str, torch.Tensor]  # after purification, shaped like the unshrunk weights
     removed: dict[str, dict[str, list[int]]]  # unused path removal: module -> {"out": [...], "in": [...]}
     before: dict  # report() of the masked network
@@ -103,9 +106,13 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
     tau = max((t for t, a in accuracies.items() if accuracy - a <= tolerance + 1e-9), default=0.0)
     final_masks = purification_masks(base, masks, tau, protected)
     purified = masked(base, final_masks)
+    retrain_kept = False
     if retrain is not None:
-        retrain(purified, final_masks)
-        purified = masked(purified, final_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
+        retrained = masked(purified, final_masks)
+        retrain(retrained, final_masks)
+        retrained = masked(retrained, final_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
+        if evaluate(retrained) >= accuracies.get(tau, accuracy):
+            purified, retrain_kept = retrained, True
     p = plan(purified, x)
     removed = p.by_layer()
     shrunk = shrink_plan(p)
@@ -115,6 +122,7 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
         accuracies=accuracies,
         accuracy_before=accuracy,
         accuracy_after=evaluate(shrunk),
+        retrain_kept=retrain_kept,
         masks=final_masks,
         removed=removed,
         before=report(base, input_shape, latency=latency),

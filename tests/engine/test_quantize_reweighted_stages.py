@@ -3,7 +3,7 @@ reweighted stage, on the embedded sample: exact level counts, exact compression,
 import pytest
 import torch
 
-from admm_explorer.admm import ADMM, LayerTarget
+from admm_explorer.admm import ADMM
 from admm_explorer.admm.projections import keep_count
 from admm_explorer.admm.storage import model_storage
 from admm_explorer.engine import AdmmRound, EvaluationDone, Session, StageEnded
@@ -83,11 +83,10 @@ def test_retrain_freezes_the_largest_magnitudes_first(pretrained):
     stage(session, {"kind": "retrain", "epochs": 0.2, "eval_every": 0.05, "targets": {"fc2": {"bits": 2}},
                     "freeze_shares": [0.5, 1.0]})
     w = seen["w"]
-    alpha = w0.abs().new_tensor(0)  # the levels: the one nonzero magnitude among the frozen half
     top_half = torch.zeros(w0.numel(), dtype=torch.bool)
     top_half[torch.sort(w0.abs().flatten(), descending=True, stable=True).indices[:2500]] = True
     frozen = w.flatten()[top_half]
-    alpha = frozen.abs().max()
+    alpha = frozen.abs().max()  # ternary: the one nonzero magnitude of the levels
     assert set(torch.round(frozen / alpha).unique().tolist()) <= {-1.0, 0.0, 1.0}
     final = prunable_layers(session.model)["fc2"].weight.detach()
     assert torch.equal(final.flatten()[top_half], frozen)  # frozen weights never moved again

@@ -17,4 +17,5 @@ def test_shipped_recipe_is_valid(path):
 
 
 def test_recipes_are_shipped():
-    assert {"lenet5-admm.yaml", "lenet5-prm.yaml", "lenet5-progressive.yaml"} <= {p.name for p in RECIPES}
+    assert {"lenet5-admm.yaml", "lenet5-prm.yaml", "lenet5-progressive.yaml", "lenet5-binary.yaml",
+            "lenet5-pruned-3bit.yaml", "lenet5-reweighted.yaml"} <= {p.name for p in RECIPES}

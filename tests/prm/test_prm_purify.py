@@ -78,19 +78,34 @@ def test_sweep_evaluates_every_tau_and_picks_the_largest_within_tolerance():
     assert result.tau == 0.4
 
 
-def test_retrain_runs_on_the_purified_masked_model_and_masks_hold():
-    model = constructed()
-    calls = []
-
-    def retrain(m: nn.Module, masks: dict) -> None:  # a careless retrain that moves pruned weights too
+def careless_retrain(calls: list):
+    def retrain(m: nn.Module, masks: dict) -> None:  # moves every weight, pruned ones and their BN too
         calls.append({k: v.clone() for k, v in masks.items()})
+        m.retrained = True
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(0.01)
+    return retrain
 
-    result = purify(model, ones(model), evaluate, 0.001, retrain=retrain, input_shape=SHAPE, latency=False)
+
+@pytest.mark.parametrize("retrained_accuracy, kept", [(1.0, True), (0.5, False)])
+def test_retrain_is_kept_only_when_it_does_not_lower_the_accuracy_and_masks_hold(retrained_accuracy, kept):
+    model = constructed()
+    calls = []
+
+    def judge(m: nn.Module) -> float:  # the retrained copy scores retrained_accuracy
+        return retrained_accuracy if getattr(m, "retrained", False) else evaluate(m)
+
+    result = purify(model, ones(model), judge, 0.001, retrain=careless_retrain(calls), input_shape=SHAPE,
+                    latency=False)
     assert len(calls) == 1 and torch.equal(calls[0]["0"], result.masks["0"])
+    assert result.retrain_kept is kept
     assert result.model[0].out_channels == 6  # pruned filters and their BN were re-zeroed after the retrain
+    x = torch.randn(4, *SHAPE)
+    untrained = masked(model, result.masks)  # the purified network as it was before the retrain
+    with torch.no_grad():
+        same = bool((untrained(x) - result.model(x)).abs().max() < 1e-5)
+    assert same is (not kept)
 
 
 def test_lenet5_end_to_end(zoo, gen):

@@ -57,7 +57,7 @@ class AdmmSpec(PruningSpec):
 class RetrainSpec(QuantizedRetrainSpec):
     kind: Literal["retrain"] = "retrain"
     epochs: float = Field(20, gt=0)
-    targets: Targets | None = None  # None: the targets of the last admm/progressive stage
+    targets: Targets | None = None  # None: the targets of the last admm/progressive/reweighted stage
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
@@ -155,15 +155,18 @@ def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs
     return admm if finished else None
 
 
+Levels = dict[str, tuple[torch.Tensor, int]]  # layer -> (alpha, bits): its levels alpha * Q
+
+
 @torch.no_grad()
-def prune_to(session, targets: dict[str, LayerTarget]) -> dict[str, torch.Tensor]:
+def prune_to(session, targets: dict[str, LayerTarget]) -> Levels:
     """Hard prune: mask = support of Proj(W) (within the masks already in force); W <- W * mask.
 
-    Returns {name: alpha} for the layers with a bits target: their levels alpha * Q, fitted to the kept
-    weights now (quantized_retrain snaps the weights onto them).
+    Returns the levels of the layers with a bits target, alpha fitted to their kept weights now
+    (retrain_phase snaps the weights onto them).
     """
     layers = session.prunable()
-    scales = {}
+    levels = {}
     for name, target in targets.items():
         w = layers[name].weight
         if target.sparsity is not None or name in session.masks:
@@ -172,27 +175,27 @@ def prune_to(session, targets: dict[str, LayerTarget]) -> dict[str, torch.Tensor
             w.mul_(mask)
         if target.bits is not None:
             kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
-            scales[name] = fit_scale(w[kept], target.bits)
-    return scales
+            levels[name] = (fit_scale(w[kept], target.bits), target.bits)
+    return levels
 
 
 def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerSpec,
-                  scales: dict[str, torch.Tensor] | None = None, shares=DEFAULT_SHARES) -> bool:
+                  levels: Levels | None = None, shares=DEFAULT_SHARES) -> bool:
     """Masked retraining with a fresh optimiser (no momentum from before the prune); False if stopped.
 
-    With `scales` (prune_to's) the quantized layers are moved onto their levels in rounds, one per share:
+    With `levels` (prune_to's) the quantized layers are moved onto their levels in rounds, one per share:
     before each, the largest-magnitude free kept weights are snapped and frozen until that share of the
     layer's kept weights is; the epochs are split evenly over the rounds. After the last (share 1.0)
     every quantized layer holds only its levels.
     """
-    if not scales:
+    if not levels:
         with session.enforce_masks() as after_step:
             return ctx.train(phase, epochs, optimizer, after_step=after_step)
     layers = session.prunable()
     frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (bool frozen, values there)
     for share in shares:
         with torch.no_grad():
-            for name, alpha in scales.items():
+            for name, (alpha, bits) in levels.items():
                 w = layers[name].weight
                 kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
                 done, values = frozen.get(name, (torch.zeros_like(kept), torch.zeros_like(w)))
@@ -200,7 +203,7 @@ def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerS
                 if more > 0:  # INQ's order: the largest magnitudes first
                     scores = torch.where(kept & ~done, w.abs(), -1.0).flatten()
                     new = top_mask(scores, more).view_as(w)
-                    values = torch.where(new, snap(w, alpha, session.targets[name].bits), values)
+                    values = torch.where(new, snap(w, alpha, bits), values)
                     done = done | new
                 w.copy_(torch.where(done, values, w))
                 frozen[name] = (done, values)
@@ -223,8 +226,8 @@ def run_retrain(session, spec: RetrainSpec, ctx) -> None:
         raise StageFailed(f"stage {ctx.index} (retrain): no targets to prune to; give targets, or run an admm, "
                           "progressive or reweighted stage first")
     session.targets = targets
-    scales = prune_to(session, targets)
-    retrain_phase(session, ctx, "retrain", spec.epochs, spec.optimizer, scales, spec.freeze_shares)
+    levels = prune_to(session, targets)
+    retrain_phase(session, ctx, "retrain", spec.epochs, spec.optimizer, levels, spec.freeze_shares)
 
 
 def step_targets(final: dict[str, LayerTarget], sparsity: dict[str, float]) -> dict[str, LayerTarget]:
@@ -250,9 +253,9 @@ def run_progressive(session, spec: ProgressiveSpec, ctx) -> None:
                           spec.rho, spec.optimizer):
             return
         session.targets = targets
-        scales = prune_to(session, targets)
+        levels = prune_to(session, targets)
         if not retrain_phase(session, ctx, f"retrain {t}/{steps}", spec.retrain_epochs, spec.retrain_optimizer,
-                             scales, spec.freeze_shares):
+                             levels, spec.freeze_shares):
             return
     session.targets = final
 
@@ -263,9 +266,9 @@ def run_magnitude(session, spec: MagnitudeSpec, ctx) -> None:
     for t, plan in enumerate(plans, 1):
         targets = step_targets(final, plan)
         session.targets = targets
-        scales = prune_to(session, targets)
+        levels = prune_to(session, targets)
         if not retrain_phase(session, ctx, f"retrain {t}/{spec.steps}", spec.epochs / spec.steps, spec.optimizer,
-                             scales, spec.freeze_shares):
+                             levels, spec.freeze_shares):
             return
     session.targets = final
 

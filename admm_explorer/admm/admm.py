@@ -5,7 +5,7 @@
     residuals = admm.update()                           # every Z/U period: {name: Residuals}
     masks = admm.hard_prune()                           # at the end: {name: bool mask}, applied to W
 
-Reweighted ADMM (our reconstruction of paper 4): ADMM(model, {"*": 0.0}, method="reweighted", lam=1e-4),
+Reweighted ADMM (our reconstruction of paper 4): ADMM(model, {"*": 0.0}, method="reweighted", lam=1e-6),
 then hard_prune(compression=300) for one global top-k instead of per-layer rates.
 """
 from __future__ import annotations
@@ -85,17 +85,11 @@ class ADMM:
 
     def global_keep(self, compression: float) -> dict[str, int]:
         """Weights each targeted layer keeps when one magnitude threshold over all of them brings the model
-        to `compression` (all prunable weights / kept; untargeted layers stay dense). At least 1 each."""
-        modules = prunable_layers(self.model)
-        others = sum(m.weight.numel() for name, m in modules.items() if name not in self.layers)
-        budget = round(sum(m.weight.numel() for m in modules.values()) / compression) - others
-        if budget < len(self.layers):
-            raise ValueError(f"compression={compression:g} cannot be reached: untargeted layers alone keep "
-                             f"{others} weights")
+        to `compression` (see global_budget). At least 1 each."""
         scores = {name: self._modules[name].weight.detach().abs() if layer.mask is None
                   else torch.where(layer.mask, self._modules[name].weight.detach().abs(), -1.0)
                   for name, layer in self.layers.items()}
-        return global_keep_counts(scores, budget)
+        return global_keep_counts(scores, global_budget(self.model, self.layers, compression))
 
     def hard_prune(self, compression: float | None = None) -> dict[str, Tensor]:
         """Masks = support of each layer's projection of W; W <- W on the mask, exactly 0.0 elsewhere.
@@ -153,6 +147,20 @@ class ADMM:
         for name, layer in self.layers.items():
             layer.load_state_dict(state["layers"][name])
         self._edges = dict(state["edges"])
+
+
+def global_budget(model: nn.Module, layers, compression: float) -> int:
+    """Weights the `layers` (names) may keep together so that all prunable weights / nonzero ones after the
+    prune = compression, the other prunable layers counted as they are now (their nonzeros).
+    Raises ValueError when those alone keep too many. A budget above the layers' size keeps them whole
+    (the model then ends above `compression`)."""
+    modules = prunable_layers(model)
+    others = sum(int(torch.count_nonzero(m.weight)) for name, m in modules.items() if name not in layers)
+    budget = round(sum(m.weight.numel() for m in modules.values()) / compression) - others
+    if budget < len(layers):
+        raise ValueError(f"compression={compression:g} cannot be reached: the layers outside this prune keep "
+                         f"{others} nonzero weights; add them to the pruned layers or lower compression")
+    return budget
 
 
 def _diverged(layer: str, what: str, rho: float) -> str:

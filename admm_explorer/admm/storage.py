@@ -47,25 +47,32 @@ def relative_index_entries(positions: Tensor, g: int) -> int:
 
 def tensor_storage(w: Tensor) -> dict:
     """{"weights", "nonzero", "distinct", "value_bits", "positions", "bits"} of one weight tensor, coded as
-    in the module docstring; "positions" names the position coding ("dense", "bitmap" or "relative<g>")."""
+    in the module docstring: "distinct" nonzero values; "positions" the cheapest position coding ("dense",
+    "bitmap" or "relative<g>"); "value_bits" bits per stored value in it; "bits" its total."""
     flat = w.detach().flatten()
     n = flat.numel()
     positions = torch.nonzero(flat).squeeze(1)  # (nnz,) sorted
     nnz = positions.numel()
     distinct = int(torch.unique(flat[positions]).numel())
 
-    def cost(entries: int, fillers: bool) -> int:  # fillers store 0.0: one more codebook value
+    def cost(entries: int, fillers: bool) -> tuple[int, int]:  # (bits, bits per value); fillers store 0.0
         vb, codebook = value_cost(entries, distinct + fillers)
-        return entries * vb + codebook
+        return entries * vb + codebook, vb
 
-    options = {"dense": cost(n, False)} if nnz == n else {"bitmap": n + cost(nnz, False)}
+    options = {}  # coding -> (bits, bits per value)
+    if nnz == n:
+        options["dense"] = cost(n, False)
+    else:
+        bits, vb = cost(nnz, False)
+        options["bitmap"] = (n + bits, vb)
     # a bitmap wins once entries * g > n, so g beyond log2(n) never helps
     for g in range(1, min(MAX_INDEX_BITS, math.ceil(math.log2(n + 1))) + 1):
         entries = relative_index_entries(positions, g)
-        options[f"relative{g}"] = entries * g + cost(entries, entries > nnz)
-    coding = min(options, key=options.get)
-    return {"weights": n, "nonzero": nnz, "distinct": distinct,
-            "value_bits": value_cost(nnz, distinct)[0], "positions": coding, "bits": options[coding]}
+        bits, vb = cost(entries, entries > nnz)
+        options[f"relative{g}"] = (entries * g + bits, vb)
+    coding = min(options, key=lambda c: options[c][0])
+    return {"weights": n, "nonzero": nnz, "distinct": distinct, "value_bits": options[coding][1],
+            "positions": coding, "bits": options[coding][0]}
 
 
 def model_storage(model: nn.Module) -> dict:

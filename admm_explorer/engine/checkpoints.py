@@ -30,6 +30,7 @@ def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in session.model.state_dict().items()},
         "masks": {k: v.detach().cpu() for k, v in session.masks.items()},
         "targets": {k: t.model_dump() for k, t in session.targets.items()},
+        "quantized": sorted(session.quantized),
         "arch": session.arch,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def check_start(path: Path, model: nn.Module) -> None:
 
 
 def load_into(session: "Session", path: Path) -> dict:
-    """Replace the session's model weights, masks and targets with the checkpoint's."""
+    """Replace the session's model weights, masks, targets and quantized layers with the checkpoint's."""
     from ..admm import LayerTarget
 
     payload = read(path)
@@ -99,4 +100,5 @@ def load_into(session: "Session", path: Path) -> dict:
     session.arch = payload.get("arch")
     session.masks = {k: v.to(session.device) for k, v in payload.get("masks", {}).items()}
     session.targets = {k: LayerTarget(**t) for k, t in payload.get("targets", {}).items()}
+    session.quantized = set(payload.get("quantized", []))
     return payload

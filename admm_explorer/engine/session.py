@@ -122,6 +122,7 @@ class Session:
                                        layer_macs(self.model, self.spec.input_shape).values())}
         self.masks: dict[str, torch.Tensor] = {}  # hard masks in force: pruned weights stay exactly zero
         self.targets: dict = {}  # LayerTarget per layer of the last pruning stage (retrain prunes to these)
+        self.quantized: set[str] = set()  # layers whose kept weights sit on their levels and stay there
         self.arch: dict | None = None  # architecture of a physically shrunk model (after purify)
         self.pending_rho: float | None = None  # set live by the dashboard; applied at the next Z/U round
         self.pending_lr: float | None = None
@@ -171,10 +172,16 @@ class Session:
         self.pending_lr = float(lr)
 
     @contextmanager
-    def enforce_masks(self, frozen: dict | None = None):
+    def enforce_masks(self, frozen: dict | None = None, release=()):
         """While open, the masks in force hold: gradients outside them are zeroed and pruned weights are
-        re-zeroed after every step; so do `frozen` weights ({name: (bool, values)}, see MaskGuard) at their
-        values. Yields the after-step callable for StageContext.train (None: nothing to hold)."""
+        re-zeroed after every step. So do `frozen` weights ({name: (bool, values)}, see MaskGuard) at their
+        values, and the weights of quantized layers (not in `frozen` or `release`) at their current values.
+        Yields the after-step callable for StageContext.train (None: nothing to hold)."""
+        frozen = dict(frozen or {})
+        layers = self.prunable()
+        for name in self.quantized - set(release) - set(frozen):
+            w = layers[name].weight.detach()
+            frozen[name] = (torch.ones_like(w, dtype=torch.bool), w.clone())
         if not self.masks and not frozen:
             yield None
             return
@@ -247,11 +254,11 @@ class Session:
             start = time.perf_counter()
             # a stage that fails, in any way, hands back the model, masks and targets it started from
             saved = (self.model, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                     dict(self.masks), dict(self.targets), self.arch)
+                     dict(self.masks), dict(self.targets), self.arch, set(self.quantized))
             try:
                 entry.run(self, spec, ctx)
             except BaseException:
-                self.model, state, self.masks, self.targets, self.arch = saved
+                self.model, state, self.masks, self.targets, self.arch, self.quantized = saved
                 self.model.load_state_dict(state)
                 raise
             seconds = time.perf_counter() - start

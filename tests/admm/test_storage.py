@@ -74,6 +74,15 @@ def test_fillers_add_a_zero_level_to_the_codebook():
     costs = {g: e * g + min(e * 32, e * max(1, math.ceil(math.log2(2 + (e > 2)))) + 32 * (2 + (e > 2)))
              for g, e in options.items()}
     assert s["bits"] == min(min(costs.values()), 64 + 2 * 32)
+    assert s["positions"] == "relative6" and s["bits"] == 2 * 6 + 2 * 32  # 2 entries: floats beat a codebook
+    # 1% of 400,000 weights at random, ternary: 8-bit gaps need a few fillers, so a third code (2 bits)
+    torch.manual_seed(0)
+    w = torch.where(torch.rand(400_000) < 0.5, 0.1, -0.1) * (torch.rand(400_000) < 0.01)
+    nz = torch.nonzero(w).squeeze(1)
+    s = tensor_storage(w)
+    entries = relative_index_entries(nz, 8)
+    assert s["positions"] == "relative8" and entries > nz.numel()
+    assert s["value_bits"] == 2 and s["bits"] == entries * (8 + 2) + 3 * 32
 
 
 def test_model_storage_counts_everything_else_dense():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from admm_explorer.admm import ADMM
-from admm_explorer.admm.projections import keep_count
+from admm_explorer.admm.projections import fit_scale, keep_count, snap
 from admm_explorer.admm.storage import model_storage
-from admm_explorer.engine import AdmmRound, EvaluationDone, Session, StageEnded
+from admm_explorer.engine import AdmmRound, EvaluationDone, Session, StageEnded, StageFailed
 from admm_explorer.engine.run import run_recipe
 from admm_explorer.models import build_model, prunable_layers
 from admm_explorer.recipe import RecipeError, parse_recipe
@@ -83,11 +83,12 @@ def test_retrain_freezes_the_largest_magnitudes_first(pretrained):
     stage(session, {"kind": "retrain", "epochs": 0.2, "eval_every": 0.05, "targets": {"fc2": {"bits": 2}},
                     "freeze_shares": [0.5, 1.0]})
     w = seen["w"]
+    alpha = fit_scale(w0.flatten(), 2)  # the levels, fitted at the hard prune to all of fc2
     top_half = torch.zeros(w0.numel(), dtype=torch.bool)
     top_half[torch.sort(w0.abs().flatten(), descending=True, stable=True).indices[:2500]] = True
     frozen = w.flatten()[top_half]
-    alpha = frozen.abs().max()  # ternary: the one nonzero magnitude of the levels
-    assert set(torch.round(frozen / alpha).unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.equal(frozen, snap(w0.flatten()[top_half], alpha, 2))  # exactly its nearest level
+    assert not torch.equal(w.flatten()[~top_half], w0.flatten()[~top_half])  # the rest still trains
     final = prunable_layers(session.model)["fc2"].weight.detach()
     assert torch.equal(final.flatten()[top_half], frozen)  # frozen weights never moved again
     assert final.unique().numel() <= 3
@@ -112,7 +113,9 @@ def test_summary_json_reports_storage(pretrained, tmp_path):
     storage = summary["storage"]
     assert storage["dense_bytes"] == 4 * sum(p.numel() for p in build_model("lenet5").parameters())
     assert storage["compressed_bytes"] < storage["dense_bytes"] / 20
-    assert all(layer["value_bits"] == 1 for layer in storage["layers"].values())  # ternary nonzeros: +-alpha
+    for layer in storage["layers"].values():  # ternary nonzeros: +-alpha, 1-bit codes (2 with filler zeros)
+        assert layer["distinct"] == 2
+        assert layer["value_bits"] == 1 if layer["positions"] == "bitmap" else layer["value_bits"] in (1, 2)
 
 
 @pytest.mark.parametrize("data, match", [
@@ -124,7 +127,6 @@ def test_summary_json_reports_storage(pretrained, tmp_path):
     ({"kind": "reweighted", "eps": -1e-3}, "eps"),
     ({"kind": "reweighted", "compression": 0.5}, "compression"),
     ({"kind": "reweighted", "layers": ["fc3"]}, "unknown layer 'fc3'.*did you mean"),
-    ({"kind": "reweighted", "layers": ["conv1"], "compression": 10}, "compression=10 cannot be reached"),
 ])
 def test_bad_quantization_and_reweighted_fields_are_refused_before_any_work(data, match):
     from admm_explorer.engine.session import check_recipe
@@ -157,10 +159,62 @@ def test_reweighted_without_a_target_keeps_the_support_of_z(pretrained):
     stage(session, {"kind": "reweighted", "epochs": 0.5, "update_every": 0.25, "lam": 1e-6,
                     "rho": {"init": 1e-3, "factor": 1.5}, "layers": ["fc1", "fc2"]})
     last = rounds[-1].layers
-    assert set(session.targets) == {"fc1", "fc2"}
+    assert set(session.targets) == set(session.masks) == {"fc1", "fc2"}
     for name, target in session.targets.items():
         assert target.sparsity == pytest.approx(last[name]["sparsity"], abs=1 / SIZES[name])
     assert 0.5 < session.targets["fc1"].sparsity < 1  # lam drove most of fc1's Z to exactly zero
+    support = {name: m.clone() for name, m in session.masks.items()}
+    stage(session, {"kind": "retrain", "epochs": 0.1})
+    for name, mask in support.items():  # the retrain keeps exactly Z's support, not the largest |W|
+        assert torch.equal(session.masks[name], mask)
+        assert torch.equal(prunable_layers(session.model)[name].weight.detach() != 0, mask)
+
+
+def test_reweighted_compression_out_of_reach_fails_before_any_work(pretrained):
+    session = session_from(pretrained)
+    stage(session, {"kind": "magnitude", "targets": {"conv2": 0.9, "fc1": 0.99}, "epochs": 0.05})
+    events = []
+    session.subscribe(events.append)
+    # conv2 and fc1 keep 6,500 weights: more than 430,500 / 100 = 4,305, whatever conv1 and fc2 keep
+    with pytest.raises(StageFailed, match="compression=100 cannot be reached: .* keep 6500 nonzero"):
+        stage(session, {"kind": "reweighted", "layers": ["conv1", "fc2"], "compression": 100})
+    assert not [e for e in events if isinstance(e, AdmmRound)]
+    stage(session, {"kind": "reweighted", "epochs": 0.1, "layers": ["conv1", "fc2"], "compression": 50})
+    stage(session, {"kind": "retrain", "epochs": 0.05})
+    assert session.compression() == pytest.approx(50, rel=1e-3)  # the pruned layers counted as they are
+
+
+def test_bits_in_steps_quantize_only_at_the_last_step(pretrained):
+    session = session_from(pretrained)
+    events = []
+    session.subscribe(events.append)
+    stage(session, {"kind": "magnitude", "targets": {"fc1": {"sparsity": 0.99, "bits": 2}}, "epochs": 0.3,
+                    "steps": 3, "freeze_shares": [1.0]})
+    phases = list(dict.fromkeys(e.phase for e in events if isinstance(e, EvaluationDone)))
+    assert phases[:2] == ["retrain 1/3", "retrain 2/3"] and phases[2] == "retrain 3/3 (100% quantized)"
+    kept = session.masks["fc1"].view(500, 800)
+    # the steps pruned by magnitude, not by index among tied levels: kept weights spread over the rows
+    assert int(kept.any(1).sum()) > 400
+    assert prunable_layers(session.model)["fc1"].weight.unique().numel() <= 3
+
+
+def test_later_stages_keep_quantized_layers_on_their_levels(pretrained, tmp_path):
+    from admm_explorer.engine.checkpoints import save
+
+    session = session_from(pretrained)
+    stage(session, {"kind": "retrain", "targets": {"fc2": {"bits": 1}}, "epochs": 0.1, "freeze_shares": [1.0]})
+    assert session.quantized == {"fc2"}
+    fc2 = prunable_layers(session.model)["fc2"].weight.detach().clone()
+    stage(session, {"kind": "pretrain", "epochs": 0.1})
+    stage(session, {"kind": "admm", "epochs": 0.1, "targets": {"fc1": 0.9}})
+    stage(session, {"kind": "retrain", "epochs": 0.1})
+    assert torch.equal(prunable_layers(session.model)["fc2"].weight.detach(), fc2)  # never moved
+    save(session, tmp_path / "q.pt", 0, "retrain")
+    assert session_from(tmp_path / "q.pt").quantized == {"fc2"}
+    # a stage that targets the layer again may move it; pruning it without bits un-quantizes it
+    stage(session, {"kind": "magnitude", "targets": {"fc2": 0.5}, "epochs": 0.1})
+    assert session.quantized == set()
+    assert prunable_layers(session.model)["fc2"].weight.detach().abs().unique().numel() > 2
 
 
 def test_python_api_reweighted_hard_prune_to_a_global_compression():
@@ -179,4 +233,4 @@ def test_python_api_reweighted_hard_prune_to_a_global_compression():
             assert (before[n][m] >= threshold).all()
         assert (prunable_layers(model)[n].weight[~m] == 0).all()
     with pytest.raises(ValueError, match="cannot be reached"):
-        ADMM(model, {"conv1": 0.0}, method="reweighted").hard_prune(compression=10)
+        ADMM(build_model("lenet5"), {"conv1": 0.0}, method="reweighted").hard_prune(compression=10)

@@ -7,8 +7,8 @@ import torch
 from pydantic import Field, field_validator
 
 from ...admm import ADMM, LayerTarget, RhoSpec, progressive_plan, resolve_targets, support
+from ...admm.admm import global_budget
 from ...admm.projections import fit_scale, snap, top_mask
-from ...models import prunable_layers
 from ...recipe import OptimizerSpec, StageSpec
 from ..events import AdmmRound
 from ..session import StageFailed
@@ -149,7 +149,7 @@ def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs
         session.emit(AdmmRound(stage=ctx.index, phase=phase, round=rounds[0], epoch=epochs_done, step=ctx.step,
                                layers=round_payload(admm, residuals)))
 
-    with session.enforce_masks() as after_step:
+    with session.enforce_masks(release=targets) as after_step:  # ADMM may move quantized layers it targets
         finished = ctx.train(phase, epochs, optimizer, penalty=admm.penalty, period_epochs=update_every,
                              on_period=on_period, after_step=after_step)
     return admm if finished else None
@@ -176,6 +176,7 @@ def prune_to(session, targets: dict[str, LayerTarget]) -> Levels:
         if target.bits is not None:
             kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
             levels[name] = (fit_scale(w[kept], target.bits), target.bits)
+        session.quantized.discard(name)  # on levels again only once retrain_phase has snapped it
     return levels
 
 
@@ -186,7 +187,7 @@ def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerS
     With `levels` (prune_to's) the quantized layers are moved onto their levels in rounds, one per share:
     before each, the largest-magnitude free kept weights are snapped and frozen until that share of the
     layer's kept weights is; the epochs are split evenly over the rounds. After the last (share 1.0)
-    every quantized layer holds only its levels.
+    every quantized layer holds only its levels, and later stages keep it there (Session.quantized).
     """
     if not levels:
         with session.enforce_masks() as after_step:
@@ -211,6 +212,7 @@ def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerS
             if not ctx.train(f"{phase} ({share:.0%} quantized)", epochs / len(shares), optimizer,
                              after_step=after_step):
                 return False
+    session.quantized |= set(levels)  # from now on every stage holds them on their levels
     return True
 
 
@@ -230,10 +232,13 @@ def run_retrain(session, spec: RetrainSpec, ctx) -> None:
     retrain_phase(session, ctx, "retrain", spec.epochs, spec.optimizer, levels, spec.freeze_shares)
 
 
-def step_targets(final: dict[str, LayerTarget], sparsity: dict[str, float]) -> dict[str, LayerTarget]:
-    """The final targets with this step's sparsities (layers with bits only keep their target)."""
-    return {name: t.model_copy(update={"sparsity": sparsity[name]}) if name in sparsity else t
-            for name, t in final.items()}
+def step_targets(final: dict[str, LayerTarget], sparsity: dict[str, float], last: bool) -> dict[str, LayerTarget]:
+    """The final targets with this step's sparsities. Bits only in the last step: weights snapped onto
+    levels earlier would tie in magnitude, and the next step's prune would then pick by index."""
+    if last:
+        return {name: t.model_copy(update={"sparsity": sparsity[name]}) if name in sparsity else t
+                for name, t in final.items()}
+    return {name: LayerTarget(sparsity=s, structure=final[name].structure) for name, s in sparsity.items()}
 
 
 def geometric_plans(final: dict[str, LayerTarget], steps: int) -> list[dict[str, float]]:
@@ -247,7 +252,7 @@ def run_progressive(session, spec: ProgressiveSpec, ctx) -> None:
     plans = spec.plan or geometric_plans(final, spec.steps)
     steps = len(plans)
     for t, plan in enumerate(plans, 1):
-        targets = step_targets(final, plan)
+        targets = step_targets(final, plan, t == steps)
         # z, u, rho start afresh each step; zeros of earlier steps stay zero through session.masks
         if not admm_phase(session, ctx, f"admm {t}/{steps}", targets, spec.admm_epochs, spec.update_every,
                           spec.rho, spec.optimizer):
@@ -264,7 +269,7 @@ def run_magnitude(session, spec: MagnitudeSpec, ctx) -> None:
     final = resolve_targets(session.model, spec.targets)
     plans = geometric_plans(final, spec.steps)
     for t, plan in enumerate(plans, 1):
-        targets = step_targets(final, plan)
+        targets = step_targets(final, plan, t == spec.steps)
         session.targets = targets
         levels = prune_to(session, targets)
         if not retrain_phase(session, ctx, f"retrain {t}/{spec.steps}", spec.epochs / spec.steps, spec.optimizer,
@@ -279,26 +284,31 @@ def reweighted_layers(model, spec: ReweightedSpec) -> dict[str, LayerTarget]:
 
 
 def check_reweighted(spec: ReweightedSpec, model) -> None:
-    layers = reweighted_layers(model, spec)
-    if spec.compression is not None:
-        sizes = {name: m.weight.numel() for name, m in prunable_layers(model).items()}
-        others = sum(n for name, n in sizes.items() if name not in layers)
-        if sum(sizes.values()) / spec.compression < others + len(layers):
-            raise ValueError(f"compression={spec.compression:g} cannot be reached: the {len(sizes) - len(layers)} "
-                             f"layers outside `layers` stay dense ({others} weights); add them to `layers`")
+    reweighted_layers(model, spec)  # the names; whether `compression` is reachable depends on earlier stages
 
 
 def run_reweighted(session, spec: ReweightedSpec, ctx) -> None:
-    """Reweighted ADMM, then the per-layer rates for the next retrain stage: Z's support, or one global
-    magnitude top-k of W meeting `compression`."""
+    """Reweighted ADMM, then what the next retrain prunes to: Z's support (its kept set becomes the mask),
+    or, with `compression`, one global magnitude top-k of W."""
     targets = reweighted_layers(session.model, spec)
+    if spec.compression is not None:  # before any work: the other layers alone may keep too many weights
+        try:
+            global_budget(session.model, targets, spec.compression)
+        except ValueError as e:
+            raise StageFailed(f"stage {ctx.index} (reweighted): {e}") from None
     admm = admm_phase(session, ctx, "reweighted admm", targets, spec.epochs, spec.update_every, spec.rho,
                       spec.optimizer, method="reweighted", lam=spec.lam, eps=spec.eps)
     if admm is None:
         return
     layers = session.prunable()
     if spec.compression is None:
-        keep = {name: max(1, int(torch.count_nonzero(layer.z))) for name, layer in admm.layers.items()}
+        keep = {}
+        for name, layer in admm.layers.items():
+            keep[name] = int(torch.count_nonzero(layer.kept))
+            if keep[name]:
+                session.masks[name] = layer.kept.clone()  # the retrain keeps exactly Z's support
+            else:
+                keep[name] = 1  # Z is all zero: the largest weight stays, so the layer still passes a signal
     else:
         keep = admm.global_keep(spec.compression)
     session.targets = {name: LayerTarget(sparsity=1 - keep[name] / layers[name].weight.numel())

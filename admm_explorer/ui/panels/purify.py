@@ -67,4 +67,6 @@ class PurifyPanel(Panel):
                             for layer, n in e.removed.items()) or "nothing"
         self.result.value = (table(["", "before", "after", "ratio"], rows) +
                              f"<div>threshold τ = {e.tau:g} (within {e.tolerance * 100:g} points); removed: "
-                             f"{removed}</div>")
+                             f"{removed}</div>"
+                             + ("" if e.retrain_kept else "<div>the short retrain lowered the accuracy and was "
+                                                          "dropped: the purified network is kept as it was</div>"))

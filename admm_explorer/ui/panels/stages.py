@@ -120,6 +120,14 @@ class StagesPanel(Panel):
             raise ValueError("no layer has a target: give some layer a sparsity or bits in Targets")
         return dict(self.targets)
 
+    def _pruned_layers(self) -> list[str]:
+        """The layers with a sparsity target (reweighted ADMM prunes; bits-only layers are not its business)."""
+        layers = [name for name, t in self._targets().items() if t.sparsity is not None]
+        if not layers:
+            raise ValueError("no layer has a sparsity target: give the layers Reweighted should prune a sparsity "
+                             "in Targets (the value itself is ignored: λ or Reweighted × decide)")
+        return layers
+
     def pretrain(self) -> None:
         self.controller.run(parse_stage({"kind": "pretrain", "epochs": self.pretrain_epochs.value,
                                          "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value},
@@ -147,7 +155,7 @@ class StagesPanel(Panel):
     def reweighted_spec(self):
         return parse_stage({"kind": "reweighted", "epochs": self.admm_epochs.value,
                             "update_every": self.update_every.value, "rho": self.rho_spec(), "lam": self.lam.value,
-                            "layers": list(self._targets()), "compression": self.reweighted_x.value or None,
+                            "layers": self._pruned_layers(), "compression": self.reweighted_x.value or None,
                             "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value}, "Reweighted")
 
     # events -----------------------------------------------------------------------------------------

@@ -136,8 +136,11 @@ def cmd_plot() -> None:
 
     data = json.loads((RESULTS / "lenet5_sweep.json").read_text())
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    labels = {"admm": "ADMM (30 + 20 epochs)", "progressive": "progressive ADMM (2 x (30 + 20))",
+              "reweighted": "reweighted ADMM, our reconstruction (30 + 20)", "magnitude": "magnitude, one-shot (50)",
+              "magnitude-3": "magnitude, 3 steps (50)"}
     for m, pts in data["points"].items():
-        ax.plot([p["compression"] for p in pts], [p["accuracy"] * 100 for p in pts], "o-", label=m)
+        ax.plot([p["compression"] for p in pts], [p["accuracy"] * 100 for p in pts], "o-", label=labels.get(m, m))
     ax.axhline(data["dense"] * 100, color="k", lw=1, ls="--", label="dense")
     ax.axhline(data["dense"] * 100 - 0.5, color="gray", lw=1, ls=":", label="dense - 0.5 points")
     ax.set_xscale("log")

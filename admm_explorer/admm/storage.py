@@ -75,19 +75,22 @@ def tensor_storage(w: Tensor) -> dict:
             "positions": coding, "bits": options[coding][0]}
 
 
-def model_storage(model: nn.Module) -> dict:
+def model_storage(model: nn.Module, dense_params: int | None = None, dense_weights: int | None = None) -> dict:
     """The model's storage: per prunable layer (tensor_storage) and in all.
 
     dense_bytes: every parameter in float32. compressed_bytes: prunable weights coded, everything else
     float32. bits_per_weight: coded bits of the prunable weights / their count (32 when dense).
+    dense_params / dense_weights: the counts of the network before it was physically shrunk (P-RM), so
+    that dense_bytes, ratio and bits_per_weight compare with the original, not the shrunk, network.
     """
     layers = {name: tensor_storage(m.weight) for name, m in prunable_layers(model).items()}
     prunable_ids = {id(m.weight) for m in prunable_layers(model).values()}
     other = sum(p.numel() for p in model.parameters() if id(p) not in prunable_ids)
     weights = sum(s["weights"] for s in layers.values())
     coded = sum(s["bits"] for s in layers.values())
-    dense_bytes = (weights + other) * FLOAT_BITS / 8
+    dense_bytes = (dense_params or weights + other) * FLOAT_BITS // 8
     compressed_bytes = math.ceil((coded + other * FLOAT_BITS) / 8)
-    return {"dense_bytes": int(dense_bytes), "compressed_bytes": compressed_bytes,
-            "ratio": dense_bytes / compressed_bytes, "bits_per_weight": coded / weights if weights else 0.0,
+    reference_weights = dense_weights or weights
+    return {"dense_bytes": dense_bytes, "compressed_bytes": compressed_bytes, "ratio": dense_bytes / compressed_bytes,
+            "bits_per_weight": coded / reference_weights if reference_weights else 0.0,
             "other_params": other, "layers": layers}

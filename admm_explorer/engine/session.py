@@ -116,6 +116,7 @@ class Session:
         torch.manual_seed(recipe.seed)
         self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
         self.dense_weights = sum(m.weight.numel() for m in prunable_layers(self.model).values())
+        self.dense_params = sum(p.numel() for p in self.model.parameters())
         self.layer_info = {
             name: {"shape": list(m.weight.shape), "weights": m.weight.numel(), "macs": macs}
             for (name, m), macs in zip(prunable_layers(self.model).items(),
@@ -206,10 +207,11 @@ class Session:
         return out
 
     def storage(self) -> dict:
-        """The model's size coded as admm.storage describes: bytes dense and compressed, bits per weight."""
+        """The model's size coded as admm.storage describes: bytes compressed and of the dense float32
+        network this session started from (also after P-RM shrank it), bits per original prunable weight."""
         from ..admm.storage import model_storage
 
-        return model_storage(self.model)
+        return model_storage(self.model, self.dense_params, self.dense_weights)
 
     def compression(self) -> float:
         """Prunable weights of the dense model / nonzero prunable weights now."""

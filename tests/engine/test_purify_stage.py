@@ -40,6 +40,13 @@ def test_structured_admm_then_purify(tmp_path):
     assert [s["tau"] for s in done.sweep] == [0.1, 0.5]
     assert done.tau in (0.0, 0.1, 0.5)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["purify"]["tau"] == done.tau
+    # storage after P-RM compares with the original dense network, not with the shrunk one
+    storage = summary["storage"]
+    shrunk_weights = sum(layer["weights"] for layer in storage["layers"].values())
+    assert shrunk_weights < 430_500 and storage["dense_bytes"] == 431_080 * 4
+    assert storage["ratio"] == pytest.approx(431_080 * 4 / storage["compressed_bytes"])
+    coded = sum(layer["bits"] for layer in storage["layers"].values())
+    assert storage["bits_per_weight"] == pytest.approx(coded / 430_500)
 
 
 def test_a_purify_that_fails_hands_back_the_masked_model(monkeypatch):

@@ -54,8 +54,7 @@ class StagesPanel(Panel):
         self.steps = labelled(w.BoundedIntText(value=d["steps"], min=1, max=20), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
-        self.lam = labelled(w.FloatLogSlider(value=d["lam"], base=10, min=-9, max=-2, step=0.1, readout_format=".0e"),
-                           "λ (reweighted)",
+        self.lam = labelled(w.BoundedFloatText(value=d["lam"], min=1e-12, max=1.0, step=1e-6), "λ (reweighted)",
                             "Reweighted: the L1 weight; Z's threshold is λ × a / ρ with a = 1 / (|Z| + 0.001), so "
                             "scale λ with ρ", FIELD)
         self.reweighted_x = labelled(w.BoundedFloatText(value=d["reweighted_x"], min=0.0, max=1e6, step=10.0),

@@ -188,11 +188,11 @@ class Controller:
     def global_sparsity(self, compression: float) -> dict[str, float]:
         """Per-layer sparsity of one magnitude threshold over all prunable weights that keeps 1/compression
         of them (torch.nn.utils.prune.global_unstructured's rule), on the current weights."""
-        layers = {name: m.weight.detach().abs().flatten() for name, m in self._require().prunable().items()}
-        magnitudes = torch.cat(list(layers.values()))
-        keep = max(1, round(magnitudes.numel() / compression))
-        threshold = torch.topk(magnitudes, keep).values.min()
-        return {name: min(0.999, float((w < threshold).float().mean())) for name, w in layers.items()}
+        from ..admm.projections import global_keep_counts
+
+        layers = {name: m.weight.detach().abs() for name, m in self._require().prunable().items()}
+        keep = global_keep_counts(layers, max(1, round(sum(w.numel() for w in layers.values()) / compression)))
+        return {name: 1 - keep[name] / w.numel() for name, w in layers.items()}
 
     # exports ----------------------------------------------------------------------------------------
     def save_checkpoint(self, path: Path) -> Path:

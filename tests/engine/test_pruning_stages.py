@@ -14,19 +14,6 @@ PAPER = {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
 SHAPES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A LeNet-5 trained for one epoch, saved as a start checkpoint."""
-    from admm_explorer.engine.checkpoints import save
-    from admm_explorer.engine.stages.dense import PretrainSpec
-
-    session = Session(parse_recipe({"device": "cpu", "seed": 3}))
-    session.run_stage(PretrainSpec(epochs=1, eval_every=1))
-    path = tmp_path_factory.mktemp("start") / "dense.pt"
-    save(session, path, 0, "pretrain")
-    return path
-
-
 def session_from(start, stages=()):
     return Session(parse_recipe({"device": "cpu", "seed": 3, "start": str(start), "stages": list(stages)}))
 

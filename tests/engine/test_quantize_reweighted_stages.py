@@ -14,18 +14,6 @@ from admm_explorer.recipe import RecipeError, parse_recipe
 SIZES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    from admm_explorer.engine.checkpoints import save
-    from admm_explorer.engine.stages.dense import PretrainSpec
-
-    session = Session(parse_recipe({"device": "cpu", "seed": 5}))
-    session.run_stage(PretrainSpec(epochs=1, eval_every=1))
-    path = tmp_path_factory.mktemp("start") / "dense.pt"
-    save(session, path, 0, "pretrain")
-    return path
-
-
 def session_from(start):
     return Session(parse_recipe({"device": "cpu", "seed": 5, "start": str(start)}))
 

@@ -10,8 +10,8 @@ the largest tau whose accuracy stays within `tolerance` of the accuracy before p
 accuracy curve is handled. Rows of the layers that produce the network's outputs are never purified.
 Then the caller's short masked retrain runs; its result is kept only if it does not lower the purified
 network's accuracy (a retrain of a converged network can do that: fresh optimizer state moves every
-weight at once), else the purified network goes on as it was. Unused path removal (paths.py) and the physical
-shrink (shrink.py) follow; both are exact, so they change no accuracy.
+weight at once), else the purified network goes on as it was. Unused path removal (paths.py) and
+the physical shrink (shrink.py) follow; both are exact, so they change no accuracy.
 
 The masked network is the model with weights multiplied by the masks and `structured_masks_to_bn`
 applied (a pruned conv filter's BN gamma and beta are zero); accuracies are measured on it.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..admm.projections import global_keep_counts
 from ..engine import checkpoints
 from ..engine.session import Session, StageFailed
 from ..recipe import Recipe, RecipeError, StageSpec, dump_recipe
@@ -188,8 +189,6 @@ class Controller:
     def global_sparsity(self, compression: float) -> dict[str, float]:
         """Per-layer sparsity of one magnitude threshold over all prunable weights that keeps 1/compression
         of them (torch.nn.utils.prune.global_unstructured's rule), on the current weights."""
-        from ..admm.projections import global_keep_counts
-
         layers = {name: m.weight.detach().abs() for name, m in self._require().prunable().items()}
         keep = global_keep_counts(layers, max(1, round(sum(w.numel() for w in layers.values()) / compression)))
         return {name: 1 - keep[name] / w.numel() for name, w in layers.items()}

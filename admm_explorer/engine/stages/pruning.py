@@ -206,9 +206,8 @@ def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerS
                     new = top_mask(scores, more).view_as(w)
                     values = torch.where(new, snap(w, alpha, bits), values)
                     done = done | new
-                w.copy_(torch.where(done, values, w))
                 frozen[name] = (done, values)
-        with session.enforce_masks(frozen) as after_step:
+        with session.enforce_masks(frozen) as after_step:  # attaching writes the frozen values into W
             if not ctx.train(f"{phase} ({share:.0%} quantized)", epochs / len(shares), optimizer,
                              after_step=after_step):
                 return False

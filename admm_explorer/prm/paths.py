@@ -68,6 +68,19 @@ class Plan:
             for name, m in g.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
         }
 
+    def masks(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`masks` with the rows and input channels this plan removes zeroed too (all kh, kw; all r columns)."""
+        g, out = self.graph, {}
+        for name, mask in masks.items():
+            mask = mask.clone()
+            if name in g.rows:
+                mask[self.removed[g.rows[name]].to(mask.device)] = 0
+            if name in g.cols:
+                space, _ = g.cols[name]
+                mask.view(mask.shape[0], g.sizes[space], -1)[:, self.removed[space].to(mask.device)] = 0
+            out[name] = mask
+        return out
+
 
 def baked(model: nn.Module) -> nn.Module:
     """Copy of `model` with torch.nn.utils.prune reparametrizations made permanent (weight = orig * mask)."""

@@ -8,10 +8,17 @@ tau is swept over `taus` (all in (0, 1): the largest filter and column of a laye
 the largest tau whose accuracy stays within `tolerance` of the accuracy before purification is kept
 (tau = 0 means nothing is purified). Each candidate is evaluated on its own, so a non-monotone
 accuracy curve is handled. Rows of the layers that produce the network's outputs are never purified.
+
+At each tau, purification alternates with unused path removal (paths.py) until purification finds
+nothing more (ALGORITHMS.md 3): each round judges the norms on the network as path removal leaves it.
+Removing a channel zeroes its consumers' slices, which can empty a consumer row or shrink a column, and
+an emptied row or column leaves its layer's mean, so the next round judges against a new mean. The
+accuracy of a tau is that of its fixed point.
+
 Then the caller's short masked retrain runs; its result is kept only if it does not lower the purified
 network's accuracy (a retrain of a converged network can do that: fresh optimizer state moves every
-weight at once), else the purified network goes on as it was. Unused path removal (paths.py) and
-the physical shrink (shrink.py) follow; both are exact, so they change no accuracy.
+weight at once), else the purified network goes on as it was. A last unused path removal and the
+physical shrink (shrink.py) follow; both are exact, so they change no accuracy.
 
 The masked network is the model with weights multiplied by the masks and `structured_masks_to_bn`
 applied (a pruned conv filter's BN gamma and beta are zero); accuracies are measured on it.
@@ -80,6 +87,22 @@ def purification_masks(model: nn.Module, masks: dict[str, torch.Tensor], tau: fl
     return out
 
 
+def purified(model: nn.Module, masks: dict[str, torch.Tensor], tau: float, example_input: torch.Tensor,
+             protected: frozenset[str] = frozenset()) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Purification at `tau` alternated with unused path removal until purification finds nothing more.
+
+    Each round judges the norms on the network as path removal leaves it (consumer slices of removed
+    channels zeroed, all-zero rows gone from the means). Returns masked(model, masks) and the masks:
+    `masks` with every purified row and column zeroed; what path removal takes is left to the final plan.
+    """
+    while True:
+        network = masked(model, masks)
+        new = purification_masks(plan(network, example_input).graph.model, masks, tau, protected)
+        if all(torch.equal(new[name], masks[name]) for name in masks):
+            return network, masks
+        masks = new
+
+
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[str]:
     """Layers whose rows are the network's outputs (the classifier): never purified, never shrunk."""
     g = channel_graph(model, example_input)
@@ -102,18 +125,18 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
     x = torch.zeros(1, *input_shape, device=next(base.parameters()).device)
     protected = output_layers(base, x)
     accuracy = evaluate(base)
-    accuracies = {t: evaluate(masked(base, purification_masks(base, masks, t, protected))) for t in sorted(taus)}
+    # one fixed point alive at a time (a model copy each); the chosen one is recomputed, deterministically
+    accuracies = {t: evaluate(purified(base, masks, t, x, protected)[0]) for t in sorted(taus)}
     tau = max((t for t, a in accuracies.items() if accuracy - a <= tolerance + 1e-9), default=0.0)
-    final_masks = purification_masks(base, masks, tau, protected)
-    purified = masked(base, final_masks)
+    network, final_masks = purified(base, masks, tau, x, protected) if tau else (base, masks)
     retrain_kept = False
     if retrain is not None:
-        retrained = masked(purified, final_masks)
+        retrained = masked(network, final_masks)
         retrain(retrained, final_masks)
         retrained = masked(retrained, final_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
         if evaluate(retrained) >= accuracies.get(tau, accuracy):
-            purified, retrain_kept = retrained, True
-    p = plan(purified, x)
+            network, retrain_kept = retrained, True
+    p = plan(network, x)
     removed = p.by_layer()
     shrunk = shrink_plan(p)
     return PurifyResult(

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from admm_explorer.prm import masked, purify, report
+from admm_explorer.prm import masked, purification_masks, purify, report
+from admm_explorer.prm.paths import plan
+from admm_explorer.prm.purify import output_layers, purified
 
 # filter norms of the constructed conv; mean 0.619. Filter 6 (norm 0.3) matters: losing it costs 1 point.
 NORMS = [1.0, 1.0, 1.0, 1.0, 0.05, 0.1, 0.3, 0.5]
@@ -43,7 +45,9 @@ def removed_filters(before: dict, after: dict) -> list[int]:
 
 
 @pytest.mark.parametrize("tolerance, tau, gone", [
-    (0.001, 0.4, [4, 5]),  # tau 0.5 would take filter 6 (0.3 < 0.5 * 0.619): a 1-point loss
+    # tau 0.4 takes 0.05 and 0.1 (< 0.4 * 0.619), which raises the mean of the rest to 0.8; the second round
+    # then takes filter 6 (0.3 < 0.4 * 0.8): a 1-point loss. tau 0.3 stops at [4, 5] (0.3 >= 0.3 * 0.8)
+    (0.001, 0.3, [4, 5]),
     (0.02, 0.9, [4, 5, 6, 7]),  # 0.5 < 0.9 * 0.619
     (0.0001, 0.05, []),  # 0.05 < 0.05 * 0.619 is false: nothing goes, and 0.0 never enters the sweep
 ])
@@ -74,8 +78,55 @@ def test_sweep_evaluates_every_tau_and_picks_the_largest_within_tolerance():
     model = constructed()
     result = purify(model, ones(model), evaluate, 0.001, taus=(0.9, 0.1, 0.4, 0.2), input_shape=SHAPE, latency=False)
     assert list(result.accuracies) == [0.1, 0.2, 0.4, 0.9]
+    assert result.accuracies[0.1] == pytest.approx(0.9 - 0.0004)  # 0.05 only; then 0.1 >= 0.1 * 0.657
+    assert result.accuracies[0.4] == pytest.approx(0.9 - 0.0108)  # 0.05, 0.1, then 0.3 (see above)
     assert result.accuracies[0.9] == pytest.approx(0.9 - 0.0112)
-    assert result.tau == 0.4
+    assert result.tau == 0.2
+
+
+def chain() -> tuple[nn.Sequential, dict[str, torch.Tensor]]:
+    """linear 4->3, ReLU, linear 3->3, ReLU, linear 3->2, zero biases; the first two masked.
+
+    At tau 0.5: round 1 finds only row 2 of the first layer weak (0.1 < 0.5 * 1.37). Path removal then
+    drops that channel, hence column 2 of the second layer, whose row 2 read only it: that row goes too.
+    The second layer's remaining rows and columns are 4 and 1.3 (mean 2.65), so round 2 finds row 1 and
+    column 1 weak (1.3 < 1.325), which were not before (mean 2.2); the first layer's row 1 is then unused.
+    """
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 1], [0.1, 0, 0, 0]]))
+        model[2].weight.copy_(torch.diag(torch.tensor([4.0, 1.3, 1.3])))
+        model[4].weight.copy_(torch.tensor([[1.0, -1, 0.5], [0.5, 1, -1]]))
+        for layer in (model[0], model[2], model[4]):
+            layer.bias.zero_()
+    return model.eval(), {"0": torch.ones(3, 4), "2": torch.ones(3, 3)}
+
+
+def test_purification_alternates_with_path_removal_to_a_fixed_point():
+    model, masks = chain()
+    x = torch.zeros(1, 4)
+    protected = output_layers(model, x)
+    network, fixed = purified(model, masks, 0.5, x, protected)
+    rows = lambda m: m.ne(0).any(1).nonzero().flatten().tolist()  # noqa: E731
+    # purified: the first layer's row 2, then the second layer's row 1 and column 1
+    expected = torch.ones(3, 3)
+    expected[1], expected[:, 1] = 0, 0
+    assert rows(fixed["0"]) == [0, 1] and torch.equal(fixed["2"], expected)
+    final = plan(network, x).masks(fixed)
+    # path removal: the second layer's row 2 reads only the removed channel 2, and the first layer's
+    # channel 1 is unused once column 1 is gone
+    assert rows(final["0"]) == [0] and rows(final["2"]) == [0]
+    # one round of purification and path removal stops short: rows 0 and 1 of both layers survive
+    once = purification_masks(model, masks, 0.5)
+    assert rows(plan(masked(model, once), x).masks(once)["2"]) == [0, 1]
+    # a fixed point: purification finds nothing more on the path-removed network
+    removed = plan(network, x).graph.model
+    after = purification_masks(removed, fixed, 0.5, protected)
+    assert all(torch.equal(after[n], fixed[n]) for n in fixed)
+    xs = torch.randn(16, 4)
+    with torch.no_grad():
+        assert torch.allclose(network(xs), masked(model, fixed)(xs))
+        assert torch.allclose(removed(xs), network(xs), atol=1e-6)
 
 
 def careless_retrain(calls: list):

@@ -48,6 +48,8 @@ class Recipe(Strict):
     download: bool = False
     batch_size: int = Field(64, ge=1)
     test_batch_size: int = Field(1000, ge=1)
+    # training examples held out (a fixed draw) to choose purify's tau on; 0: purify chooses on the test set
+    validation: int = Field(0, ge=0)
     fake_size: int = Field(1000, ge=1)
     fake_shape: tuple[int, int, int] | None = None
     fake_classes: int | None = Field(None, ge=2)

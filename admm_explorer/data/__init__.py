@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 
 from ..models import lookup
+from ..recipe import RecipeError
 
 
 class DataMissing(FileNotFoundError):
@@ -28,6 +29,7 @@ class DataSpec:
     download: bool = False
     batch_size: int = 64
     test_batch_size: int = 1000
+    validation: int = 0  # training examples held out as the validation set (a fixed draw, see holdout)
     # FakeData only: sample count and shape; None = the model's input shape / class count
     fake_size: int = 1000
     fake_shape: tuple[int, int, int] | None = None
@@ -49,6 +51,23 @@ class DataBundle:
     test_description: str
     train_batches: Callable[[int], Batches]  # train_batches(seed) -> one epoch, shuffled by seed
     test_batches: Callable[[], Batches]
+    n_validation: int = 0
+    validation_batches: Callable[[], Batches] | None = None  # None: no validation set was asked for
+
+
+SPLIT_SEED = 20180411  # fixed: which examples are held out never depends on the recipe's seed
+
+
+def holdout(n: int, validation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of n training examples: `validation` of them drawn by a fixed seed.
+
+    The same n and count always hold out the same examples: a run that starts from another run's
+    checkpoint, both with the same `validation`, validates on examples that checkpoint never trained on.
+    """
+    if validation >= n:
+        raise RecipeError(f"validation = {validation}: the training set has only {n} examples; hold out fewer")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    return order[validation:].sort().values, order[:validation].sort().values
 
 
 class TensorBatches:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DataBundle, DataMissing, DataSpec, DatasetEntry, TensorBatches, default_data_root, register
+from . import (SPLIT_SEED, DataBundle, DataMissing, DataSpec, DatasetEntry, TensorBatches, default_data_root,
+               holdout, register)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 SAMPLE_TEST = 1000  # digits held out of the 5,000 for testing when no test_root is given
-SPLIT_SEED = 20180411  # fixed: the split never depends on the recipe's seed
 
 
 def normalise(images: np.ndarray) -> torch.Tensor:
@@ -85,11 +85,18 @@ def idx_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bundle(name: str, spec: DataSpec, train: tuple, test: tuple, test_description: str) -> DataBundle:
     (x_train, y_train), (x_test, y_test) = train, test
+    x_val = y_val = None
+    if spec.validation:
+        kept, held = holdout(len(y_train), spec.validation)
+        x_val, y_val = x_train[held], y_train[held]
+        x_train, y_train = x_train[kept], y_train[kept]
     return DataBundle(
         name=name, input_shape=(1, 28, 28), num_classes=10,
         n_train=len(y_train), n_test=len(y_test), test_description=test_description,
         train_batches=lambda seed: TensorBatches(x_train, y_train, spec.batch_size, seed),
-        test_batches=lambda: TensorBatches(x_test, y_test, spec.test_batch_size, None))
+        test_batches=lambda: TensorBatches(x_test, y_test, spec.test_batch_size, None),
+        n_validation=spec.validation,
+        validation_batches=None if y_val is None else (lambda: TensorBatches(x_val, y_val, spec.test_batch_size, None)))
 
 
 def load_sample(spec: DataSpec, model_input, model_classes) -> DataBundle:

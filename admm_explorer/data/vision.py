@@ -4,20 +4,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import torchvision
+from torch.utils.data import Subset
 from torchvision import transforms as T
 
-from . import DataBundle, DataMissing, DataSpec, DatasetEntry, LoaderBatches, default_data_root, register
+from . import DataBundle, DataMissing, DataSpec, DatasetEntry, LoaderBatches, default_data_root, holdout, register
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def bundle(name, spec: DataSpec, train, test, shape, classes, description, workers=0) -> DataBundle:
+def bundle(name, spec: DataSpec, train, test, shape, classes, description, workers=0, validation_view=None
+           ) -> DataBundle:
+    """`validation_view`: the training dataset as the test set sees it (no augmentation), to hold out from."""
+    val = None
+    if spec.validation:
+        kept, held = holdout(len(train), spec.validation)
+        train, val = Subset(train, kept.tolist()), Subset(validation_view or train, held.tolist())
     return DataBundle(
         name=name, input_shape=shape, num_classes=classes, n_train=len(train), n_test=len(test),
         test_description=description,
         train_batches=lambda seed: LoaderBatches(train, spec.batch_size, seed, workers),
-        test_batches=lambda: LoaderBatches(test, spec.test_batch_size, None, workers))
+        test_batches=lambda: LoaderBatches(test, spec.test_batch_size, None, workers),
+        n_validation=spec.validation,
+        validation_batches=None if val is None else (lambda: LoaderBatches(val, spec.test_batch_size, None, workers)))
 
 
 def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:
@@ -31,7 +40,9 @@ def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:
     test_tf = T.Compose([T.ToTensor(), normalise])
     train = torchvision.datasets.CIFAR10(str(root), train=True, transform=train_tf, download=spec.download)
     test = torchvision.datasets.CIFAR10(str(root), train=False, transform=test_tf, download=spec.download)
-    return bundle("cifar10", spec, train, test, (3, 32, 32), 10, f"CIFAR-10 test set, {len(test)} images")
+    plain = torchvision.datasets.CIFAR10(str(root), train=True, transform=test_tf) if spec.validation else None
+    return bundle("cifar10", spec, train, test, (3, 32, 32), 10, f"CIFAR-10 test set, {len(test)} images",
+                  validation_view=plain)
 
 
 def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
@@ -44,10 +55,11 @@ def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
     normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train = torchvision.datasets.ImageFolder(
         str(root / "train"), T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalise]))
-    test = torchvision.datasets.ImageFolder(
-        str(root / "val"), T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalise]))
+    test_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalise])
+    test = torchvision.datasets.ImageFolder(str(root / "val"), test_tf)
+    plain = torchvision.datasets.ImageFolder(str(root / "train"), test_tf) if spec.validation else None
     return bundle("imagenet", spec, train, test, (3, 224, 224), len(train.classes),
-                  f"ImageNet val, {len(test)} images", workers=2)
+                  f"ImageNet val, {len(test)} images", workers=2, validation_view=plain)
 
 
 def load_fake(spec: DataSpec, model_input, model_classes) -> DataBundle:

@@ -100,11 +100,12 @@ class PurifyDone(Event):
     stage: int
     tau: float
     tolerance: float
-    sweep: list  # [{"tau", "accuracy", "removed"}]
-    before: dict  # params, macs, size_bytes, latency_ms_b1, latency_ms_b64, accuracy
-    after: dict
+    sweep: list  # [{"tau", "accuracy"}], accuracy on the set named by selected_on
+    before: dict  # params, macs, size_bytes, latency_ms_b1, latency_ms_b64, accuracy (test set),
+    after: dict  # and validation_accuracy when tau was chosen on a validation set
     removed: dict  # layer -> {"filters": n, "channels": n}
     retrain_kept: bool = True  # False: the short retrain lowered the accuracy and was dropped
+    selected_on: str = "test"  # "validation" | "test": the set tau and the retrain's keep-or-drop were judged on
 
 
 @dataclass(frozen=True)

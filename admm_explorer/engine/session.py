@@ -49,6 +49,7 @@ def resolve_device(name: str) -> torch.device:
 def data_spec(recipe: Recipe) -> DataSpec:
     return DataSpec(name=recipe.dataset, data_root=recipe.data_root, test_root=recipe.test_root,
                     download=recipe.download, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
+                    validation=recipe.validation,
                     fake_size=recipe.fake_size, fake_shape=recipe.fake_shape, fake_classes=recipe.fake_classes)
 
 
@@ -219,13 +220,16 @@ class Session:
         return self.dense_weights / max(nonzero, 1)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
-        """(mean cross-entropy, top-1 accuracy) on the test set."""
+    def evaluate(self, model: nn.Module | None = None, split: str = "test") -> tuple[float, float]:
+        """(mean cross-entropy, top-1 accuracy) on the test set, or on the validation set held out of training."""
         model = model or self.model
+        batches = {"test": self.data.test_batches, "validation": self.data.validation_batches}[split]
+        if batches is None:
+            raise RecipeError("no validation set: give the recipe validation = N (training examples to hold out)")
         was_training = model.training
         model.eval()
         loss_sum, correct, n = 0.0, 0, 0
-        for x, y in self.data.test_batches():
+        for x, y in batches():
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             out = model(x)
             loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))

@@ -6,6 +6,7 @@ import torch
 
 from admm_explorer.data import DataMissing, DataSpec, load_data
 from admm_explorer.data.mnist import MNIST_MEAN, MNIST_STD, mnist_sample, read_idx
+from admm_explorer.recipe import RecipeError
 
 
 def test_sample_split_is_deterministic_and_disjoint():
@@ -75,3 +76,36 @@ def test_missing_data_without_download(tmp_path):
         load_data(DataSpec(name="cifar10", data_root=tmp_path), (3, 32, 32), 10)
     with pytest.raises(DataMissing, match="download: true"):
         load_data(DataSpec(name="mnist", data_root=tmp_path), (1, 28, 28), 10)
+
+
+def rows(x: torch.Tensor) -> set[bytes]:
+    return {r.numpy().tobytes() for r in x.reshape(len(x), -1)}
+
+
+def test_validation_is_held_out_of_training():
+    plain = load_data(DataSpec(batch_size=5000), (1, 28, 28), 10)
+    data = load_data(DataSpec(batch_size=5000, validation=600), (1, 28, 28), 10)
+    assert (data.n_train, data.n_validation, data.n_test) == (3400, 600, 1000)
+    assert plain.validation_batches is None and plain.n_validation == 0
+    x_all, _ = next(iter(plain.train_batches(None)))
+    x_train, _ = next(iter(data.train_batches(None)))
+    x_val, y_val = next(iter(data.validation_batches()))
+    assert len(x_val) == 600 and y_val.bincount().min() > 30
+    # a partition of the same 4,000 training digits; the test digits stay where they were
+    assert not rows(x_train) & rows(x_val) and rows(x_train) | rows(x_val) == rows(x_all)
+    again = load_data(DataSpec(batch_size=5000, validation=600), (1, 28, 28), 10)
+    assert torch.equal(next(iter(again.validation_batches()))[0], x_val)  # a fixed draw
+
+
+def test_validation_of_a_torchvision_dataset():
+    data = load_data(DataSpec(name="fake", fake_size=20, batch_size=20, validation=5), (3, 8, 8), 10)
+    assert (data.n_train, data.n_validation) == (15, 5)
+    x_train, _ = next(iter(data.train_batches(None)))
+    x_val, _ = next(iter(data.validation_batches()))
+    assert x_train.shape == (15, 3, 8, 8) and x_val.shape == (5, 3, 8, 8)
+    assert not rows(x_train) & rows(x_val)
+
+
+def test_validation_larger_than_the_training_set_is_refused():
+    with pytest.raises(RecipeError, match="validation = 4000: the training set has only 4000 examples"):
+        load_data(DataSpec(validation=4000), (1, 28, 28), 10)

@@ -6,7 +6,7 @@ import torch
 
 from admm_explorer.engine import PurifyDone, Session, run_recipe
 from admm_explorer.prm import load_shrunk
-from admm_explorer.recipe import parse_recipe
+from admm_explorer.recipe import RecipeError, parse_recipe
 
 TARGETS = {"conv1": {"sparsity": 0.5, "structure": "filter"},
            "conv2": {"sparsity": 0.6, "structure": "filter"},
@@ -71,3 +71,36 @@ def test_a_purify_that_fails_hands_back_the_masked_model(monkeypatch):
     assert session.model is model and session.arch is None
     assert session.masks.keys() == masks.keys() and all(torch.equal(session.masks[k], masks[k]) for k in masks)
     assert all(torch.equal(weights[k], v) for k, v in session.model.state_dict().items())
+
+
+def test_purify_chooses_tau_on_the_validation_set_and_reports_the_test_set():
+    events = []
+    session = Session(parse_recipe({"device": "cpu", "seed": 5, "validation": 500}))
+    session.subscribe(events.append)
+    stages = parse_recipe({"stages": [
+        {"kind": "pretrain", "epochs": 0.5},
+        {"kind": "magnitude", "epochs": 0.2, "targets": TARGETS},
+        {"kind": "purify", "retrain_epochs": 0, "latency": False, "tolerance": 0.004,
+         "taus": [0.2, 0.4, 0.6, 0.8]}]}).stages
+    for spec in stages[:2]:
+        session.run_stage(spec)
+    masked_model = session.model
+    val_before, test_before = session.evaluate(split="validation")[1], session.evaluate()[1]
+    session.run_stage(stages[2])
+    done = next(e for e in events if isinstance(e, PurifyDone))
+    assert done.selected_on == "validation"
+    assert done.before["validation_accuracy"] == val_before and done.before["accuracy"] == test_before
+    # the rule, applied to the validation numbers: the last tau before the first beyond the tolerance
+    beyond = [s["tau"] for s in done.sweep if val_before - s["accuracy"] > 0.004 + 1e-9] + [1.0]
+    assert done.tau == max([s["tau"] for s in done.sweep if s["tau"] < min(beyond)], default=0.0)
+    assert done.after["validation_accuracy"] == session.evaluate(split="validation")[1]
+    assert done.after["accuracy"] == session.evaluate()[1]
+    if done.tau:  # no retrain: the shrunk network is the swept candidate
+        assert done.after["validation_accuracy"] == next(s["accuracy"] for s in done.sweep if s["tau"] == done.tau)
+    assert session.model is not masked_model
+
+
+def test_evaluating_on_a_validation_set_that_was_not_held_out_is_refused():
+    session = Session(parse_recipe({"device": "cpu"}))
+    with pytest.raises(RecipeError, match="no validation set"):
+        session.evaluate(split="validation")

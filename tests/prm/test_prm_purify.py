@@ -84,6 +84,19 @@ def test_sweep_evaluates_every_tau_and_picks_the_largest_within_tolerance():
     assert result.tau == 0.2
 
 
+def test_the_sweep_stops_at_the_first_tau_beyond_the_tolerance():
+    """A noisy evaluation that scores tau 0.9 within the tolerance after 0.4 fell beyond it: 0.2 is kept."""
+    model = constructed()
+
+    def noisy(m: nn.Module) -> float:
+        alive = next(c for c in m.modules() if isinstance(c, nn.Conv2d)).weight.flatten(1).ne(0).any(1).sum()
+        return {8: 0.9, 7: 0.9, 6: 0.9, 5: 0.88, 4: 0.9}[int(alive)]  # tau 0.1: 7 alive, 0.2: 6, 0.4: 5, 0.9: 4
+
+    result = purify(model, ones(model), noisy, 0.001, taus=(0.1, 0.2, 0.4, 0.9), input_shape=SHAPE, latency=False)
+    assert [result.accuracies[t] for t in (0.1, 0.2, 0.4, 0.9)] == [0.9, 0.9, 0.88, 0.9]
+    assert result.tau == 0.2 and removed_filters(ones(model), result.masks) == [4, 5]
+
+
 def chain() -> tuple[nn.Sequential, dict[str, torch.Tensor]]:
     """linear 4->3, ReLU, linear 3->3, ReLU, linear 3->2, zero biases; the first two masked.
 

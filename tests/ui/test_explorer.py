@@ -253,3 +253,27 @@ def test_reweighted_then_retrain_reaches_the_global_compression(explorer, record
     ended = recorder.of("stage_ended")[-1]
     assert ended.compression == pytest.approx(100, rel=1e-3)
     assert f"{ended.storage['compressed_bytes']:,} bytes" in explorer.stages.status.value
+
+
+def test_a_validation_set_from_setup_reaches_the_session_and_the_purify_table(explorer):
+    from admm_explorer.engine import PurifyDone
+
+    explorer.setup.validation.value = 500
+    explorer.setup.b_apply.click()
+    data = explorer.controller.session.data
+    assert (data.n_train, data.n_validation) == (3500, 500)
+    session = explorer.controller.session
+    explorer.setup.validation.value = 4000  # all of the training digits: refused, the session stays
+    explorer.setup.b_apply.click()
+    assert "validation = 4000: the training set has only 4000 examples" in explorer.notices.messages[-1].text
+    assert explorer.controller.session is session
+
+    figures = {"params": 100, "macs": 1000, "size_bytes": 4096}
+    explorer.purify.on_purify_done(PurifyDone(
+        stage=3, tau=0.4, tolerance=0.001, selected_on="validation", sweep=[{"tau": 0.4, "accuracy": 0.97}],
+        before={**figures, "accuracy": 0.96, "validation_accuracy": 0.971},
+        after={**figures, "params": 50, "accuracy": 0.958, "validation_accuracy": 0.97}, removed={}))
+    explorer.purify.render()
+    table = explorer.purify.result.value
+    assert "validation accuracy" in table and "97.10%" in table and "-0.10 pts" in table
+    assert "on the validation set" in table and "95.80%" in table

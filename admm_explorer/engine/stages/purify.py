@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...prm import DEFAULT_TAUS, architecture, purify
+from ...prm import DEFAULT_TAUS, architecture, masked, purify
 from ...recipe import OptimizerSpec, StageSpec
 from ..events import PurifyDone
 from . import StageEntry, register
@@ -34,8 +34,12 @@ class PurifySpec(StageSpec):
 
 
 def run_purify(session, spec: PurifySpec, ctx) -> None:
-    def evaluate(model) -> float:
-        return session.evaluate(model)[1]
+    # tau and the retrain's keep-or-drop are chosen on the validation set when the recipe holds one out,
+    # so that the test accuracy reported after P-RM was not used to pick them
+    split = "test" if session.data.validation_batches is None else "validation"
+
+    def evaluate(model, split=split) -> float:
+        return session.evaluate(model, split)[1]
 
     def retrain(model, masks) -> None:
         # the purified copy is retrained in place, under its own masks
@@ -54,11 +58,15 @@ def run_purify(session, spec: PurifySpec, ctx) -> None:
     session.targets = {}
     removed = {name: {"filters": len(r.get("out", [])), "channels": len(r.get("in", []))}
                for name, r in result.removed.items() if r.get("out") or r.get("in")}
+    before, after = {"accuracy": result.accuracy_before}, {"accuracy": result.accuracy_after}
+    if split == "validation":  # "accuracy" is always the test set's
+        before = {"accuracy": evaluate(masked(dense_model, dense_masks), "test"),
+                  "validation_accuracy": result.accuracy_before}
+        after = {"accuracy": evaluate(result.model, "test"), "validation_accuracy": result.accuracy_after}
     event = PurifyDone(
-        stage=ctx.index, tau=result.tau, tolerance=spec.tolerance,
+        stage=ctx.index, tau=result.tau, tolerance=spec.tolerance, selected_on=split,
         sweep=[{"tau": t, "accuracy": a} for t, a in sorted(result.accuracies.items())],
-        before={**result.before, "accuracy": result.accuracy_before},
-        after={**result.after, "accuracy": result.accuracy_after}, removed=removed,
+        before={**result.before, **before}, after={**result.after, **after}, removed=removed,
         retrain_kept=result.retrain_kept)
     session.purify_report = {k: v for k, v in event.as_dict().items() if k not in ("kind", "time")}
     session.emit(event)

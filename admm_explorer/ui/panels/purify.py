@@ -18,7 +18,8 @@ class PurifyPanel(Panel):
         super().__init__(controller)
         self.tolerance = labelled(w.BoundedFloatText(value=0.1, min=0.0, max=99.0, step=0.05),
                                   "Tolerance (points)", "accuracy purification may lose, in percentage points "
-                                                        "(0.1 = 0.1 points); the largest threshold within it is kept")
+                                                        "(0.1 = 0.1 points); the sweep keeps the largest threshold up to which "
+                                                        "the accuracy stays within it")
         self.retrain_epochs = labelled(w.BoundedFloatText(value=retrain_epochs, min=0.0, max=100.0, step=0.5),
                                        "Retrain epochs", "short masked retraining after purification")
         self.latency = w.Checkbox(value=True, description="Measure CPU latency (batch 1 and 64)", indent=False,
@@ -60,13 +61,17 @@ class PurifyPanel(Panel):
                  ratio(b["size_bytes"], a["size_bytes"])],
                 ["accuracy", f"{b['accuracy']:.2%}", f"{a['accuracy']:.2%}",
                  f"{(a['accuracy'] - b['accuracy']) * 100:+.2f} pts"]]
+        if "validation_accuracy" in b:
+            rows.append(["validation accuracy", f"{b['validation_accuracy']:.2%}", f"{a['validation_accuracy']:.2%}",
+                         f"{(a['validation_accuracy'] - b['validation_accuracy']) * 100:+.2f} pts"])
         for key, label in (("latency_ms_b1", "latency, batch 1"), ("latency_ms_b64", "latency, batch 64")):
             if b.get(key) is not None and a.get(key) is not None:
                 rows.append([label, f"{b[key]:.3f} ms", f"{a[key]:.3f} ms", ratio(b[key], a[key])])
         removed = ", ".join(f"{layer}: {n.get('filters', 0)} filters, {n.get('channels', 0)} inputs"
                             for layer, n in e.removed.items()) or "nothing"
         self.result.value = (table(["", "before", "after", "ratio"], rows) +
-                             f"<div>threshold τ = {e.tau:g} (within {e.tolerance * 100:g} points); removed: "
+                             f"<div>threshold τ = {e.tau:g} (within {e.tolerance * 100:g} points on the "
+                             f"{e.selected_on} set); removed: "
                              f"{removed}</div>"
                              + ("" if e.retrain_kept else "<div>the short retrain lowered the accuracy and was "
                                                           "dropped: the purified network is kept as it was</div>"))

@@ -77,6 +77,9 @@ class SetupPanel(Panel):
                                          placeholder="(held-out sample digits)"), "Test set folder",
                                   "mnist-sample: a folder with the MNIST t10k IDX files; with it all 5,000 sample "
                                   "digits train and the 10,000 MNIST test digits test")
+        self.validation = labelled(w.BoundedIntText(value=r.get("validation", 0), min=0, max=10**7), "Validation",
+                                   "training examples held out (a fixed draw) to choose the purification threshold "
+                                   "on; 0: it is chosen on the test set")
         self.data_root = labelled(w.Text(value=str(r.get("data_root") or ""), placeholder="(~/.cache/admm_explorer)"),
                                   "Data folder", "where torchvision datasets live (mnist, cifar10, imagenet)")
         self.b_apply = button("Apply setup", "start a new session with this setup: rebuilds the model (the runs so "
@@ -85,16 +88,17 @@ class SetupPanel(Panel):
         self.start.observe(self.action(lambda _: self.redraw()), "value")
         self.status = w.HTML()
         self.body.children = [self.model, self.dataset, self.device, self.start, self.checkpoint, self.seed,
-                              self.batch_size, self.test_root, self.data_root, self.b_apply, self.status]
+                              self.batch_size, self.test_root, self.validation, self.data_root, self.b_apply,
+                              self.status]
         self.locked = [self.model, self.dataset, self.device, self.start, self.seed, self.batch_size, self.test_root,
-                       self.data_root, self.b_apply]
+                       self.validation, self.data_root, self.b_apply]
 
     def recipe(self):
         start = self.start.value
         if start == "checkpoint" and not self.checkpoint.value.strip():
             raise ValueError("Start is checkpoint: give the checkpoint's path")
         data = {"model": self.model.value, "dataset": self.dataset.value, "device": self.device.value,
-                "seed": self.seed.value, "batch_size": self.batch_size.value,
+                "seed": self.seed.value, "batch_size": self.batch_size.value, "validation": self.validation.value,
                 "start": str(resolve(self.checkpoint.value.strip())) if start == "checkpoint" else None,
                 "test_root": str(resolve(self.test_root.value.strip())) if self.test_root.value.strip() else None,
                 "data_root": str(resolve(self.data_root.value.strip())) if self.data_root.value.strip() else None}

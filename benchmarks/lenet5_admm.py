@@ -61,15 +61,17 @@ def method_stages(method: str, compression: float, seed: int) -> list[dict]:
     raise ValueError(method)
 
 
-def base(seed: int) -> dict:
+def base(seed: int, validation: int = 0) -> dict:
+    """validation: sample digits held out of training (the same draw in every run that asks for them)."""
     return {"model": "lenet5", "dataset": "mnist-sample", "test_root": str(MNIST_TEST), "device": "auto",
-            "seed": seed}
+            "seed": seed, "validation": validation}
 
 
-def dense(seed: int) -> tuple[Path, float]:
-    out = RUNS / f"dense-s{seed}"
+def dense(seed: int, validation: int = 0) -> tuple[Path, float]:
+    out = RUNS / (f"dense-s{seed}" + (f"-v{validation}" if validation else ""))
     if not (out / "summary.json").exists():
-        run_recipe({**base(seed), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": ADAM}]}, out=out)
+        run_recipe({**base(seed, validation), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": ADAM}]},
+                   out=out)
     summary = json.loads((out / "summary.json").read_text())
     return out / "checkpoints" / "stage0-pretrain.pt", summary["accuracy"]
 

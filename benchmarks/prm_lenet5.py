@@ -1,12 +1,15 @@
 """LeNet-5 on mnist-sample (real MNIST test set): filter+column ADMM, then P-RM, at several rates.
 
-    python benchmarks/prm_lenet5.py [--seed 0] [--levels A B C D]
+    python benchmarks/prm_lenet5.py [--seed 0] [--levels A B C D] [--validation 1000]
 
-Same dense start as benchmarks/lenet5_admm.py (20 epochs), then 30 structured ADMM epochs + 20 masked
+A dense start as in benchmarks/lenet5_admm.py (20 epochs), then 30 structured ADMM epochs + 20 masked
 retrain, then purify from that checkpoint (tolerance 0.1 points, 2 retrain epochs at Adam 1e-4, kept only
-if they do not lower the accuracy); the shrunk network is what is counted.
+if they do not lower the accuracy); the shrunk network is what is counted. `--validation N` holds N of the
+5,000 sample digits out of every run's training, and purify chooses tau and the retrain's keep-or-drop on
+them, so the test set picks nothing (0: purify chooses on the test set, as before this option existed).
 Parameter compression = parameters of the dense network (weights and biases) / parameters of the
-physically shrunk one. Results: benchmarks/results/prm_lenet5.json.
+physically shrunk one. Results: benchmarks/results/prm_lenet5.json (prm_lenet5_tau_on_test.json with
+--validation 0).
 """
 from __future__ import annotations
 
@@ -42,20 +45,20 @@ def fresh(out) -> None:
         shutil.rmtree(out)
 
 
-def run(level: str, seed: int) -> dict:
+def run(level: str, seed: int, validation: int) -> dict:
     """Structured ADMM + retrain (cached), then P-RM from its checkpoint in a run of its own."""
-    start, _ = dense(seed)
-    structured = RUNS / f"prm-{level}-s{seed}"
+    start, _ = dense(seed, validation)
+    structured = RUNS / (f"prm-{level}-s{seed}" + (f"-v{validation}" if validation else ""))
     if not finished(structured):
         fresh(structured)
         targets = {n: {"sparsity": s, "structure": st} for n, (s, st) in LEVELS[level].items()}
-        run_recipe({**base(seed), "start": str(start), "stages": [
+        run_recipe({**base(seed, validation), "start": str(start), "stages": [
             {"kind": "admm", "epochs": 30, "update_every": 1, "rho": RHO, "targets": targets, "optimizer": ADAM},
             {"kind": "retrain", "epochs": 20, "optimizer": ADAM}]}, out=structured)
-    out = RUNS / f"prm-{level}-s{seed}-purify"
+    out = structured.with_name(structured.name + "-purify")
     if not finished(out):
         fresh(out)
-        run_recipe({**base(seed), "start": str(structured / "checkpoints" / "stage1-retrain.pt"), "stages": [
+        run_recipe({**base(seed, validation), "start": str(structured / "checkpoints" / "stage1-retrain.pt"), "stages": [
             {"kind": "purify", "tolerance": 0.001, "retrain_epochs": 2, "optimizer": PURIFY_ADAM}]}, out=out)
     return {**json.loads((out / "summary.json").read_text()),
             "structured_accuracy": next(r["accuracy"] for r in json.loads((structured / "summary.json").read_text())
@@ -66,23 +69,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
+    parser.add_argument("--validation", type=int, default=1000, help="digits held out to choose tau on (0: test set)")
     args = parser.parse_args()
-    _, dense_acc = dense(args.seed)
+    _, dense_acc = dense(args.seed, args.validation)
     rows = {}
     for level in args.levels:
-        s = run(level, args.seed)
+        s = run(level, args.seed, args.validation)
         p = s["purify"]
         before, after = p["before"], p["after"]
         rows[level] = {"targets": LEVELS[level], "accuracy": s["accuracy"], "structured": s["structured_accuracy"],
-                       "retrain_kept": p["retrain_kept"],
+                       "retrain_kept": p["retrain_kept"], "selected_on": p["selected_on"],
                        "loss_points": (dense_acc - s["accuracy"]) * 100, "tau": p["tau"],
                        "params_before": before["params"], "params_after": after["params"],
                        "param_compression": before["params"] / after["params"],
                        "macs_before": before["macs"], "macs_after": after["macs"],
                        "size_before": before["size_bytes"], "size_after": after["size_bytes"],
                        "latency_ms_b64": (before.get("latency_ms_b64"), after.get("latency_ms_b64"))}
-    save("prm_lenet5.json", {"seed": args.seed, "dense": dense_acc, "levels": rows})
-    print(f"LeNet-5, seed {args.seed}: dense {dense_acc:.2%}; filter+column ADMM + P-RM (shrunk network counted)")
+    save("prm_lenet5.json" if args.validation else "prm_lenet5_tau_on_test.json", {"seed": args.seed, "validation": args.validation, "dense": dense_acc, "levels": rows})
+    print(f"LeNet-5, seed {args.seed}: dense {dense_acc:.2%}; filter+column ADMM + P-RM (shrunk network counted); "
+          + (f"{args.validation} digits held out, tau chosen on them" if args.validation else "tau chosen on the test set"))
     print(f"{'level':5s} {'masked':>7s} {'P-RM':>7s} {'loss':>6s} {'tau':>5s} {'params':>17s} {'x':>7s} "
           f"{'MACs':>19s} {'batch-64 ms':>14s}")
     for level, r in rows.items():

@@ -6,7 +6,7 @@ A dense start as in benchmarks/lenet5_admm.py (20 epochs), then 30 structured AD
 retrain, then purify from that checkpoint (tolerance 0.1 points, 2 retrain epochs at Adam 1e-4, kept only
 if they do not lower the accuracy); the shrunk network is what is counted. `--validation N` holds N of the
 5,000 sample digits out of every run's training, and purify chooses tau and the retrain's keep-or-drop on
-them, so the test set picks nothing (0: purify chooses on the test set, as before this option existed).
+them, so the test set picks nothing (0: all 5,000 train and purify chooses on the test set).
 Parameter compression = parameters of the dense network (weights and biases) / parameters of the
 physically shrunk one. Weight compression = prunable weights of the dense network / nonzero ones left,
 the papers' rate: column-pruned zeros inside the channels that stay count as removed (a compact GEMM
@@ -65,7 +65,8 @@ def run(level: str, seed: int, validation: int) -> dict:
     out = structured.with_name(structured.name + "-purify")
     if not finished(out):
         fresh(out)
-        run_recipe({**base(seed, validation), "start": str(structured / "checkpoints" / "stage1-retrain.pt"), "stages": [
+        checkpoint = structured / "checkpoints" / "stage1-retrain.pt"
+        run_recipe({**base(seed, validation), "start": str(checkpoint), "stages": [
             {"kind": "purify", "tolerance": 0.001, "retrain_epochs": 2, "optimizer": PURIFY_ADAM}]}, out=out)
     return {**json.loads((out / "summary.json").read_text()),
             "structured_accuracy": next(r["accuracy"] for r in json.loads((structured / "summary.json").read_text())
@@ -76,7 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
-    parser.add_argument("--validation", type=int, default=1000, help="digits held out to choose tau on (0: test set)")
+    parser.add_argument("--validation", type=int, default=1000,
+                        help="digits held out to choose tau on (0: the test set)")
     args = parser.parse_args()
     _, dense_acc = dense(args.seed, args.validation)
     rows = {}
@@ -95,11 +97,14 @@ def main() -> None:
                        "macs_before": before["macs"], "macs_after": after["macs"],
                        "size_before": before["size_bytes"], "size_after": after["size_bytes"],
                        "latency_ms_b64": (before.get("latency_ms_b64"), after.get("latency_ms_b64"))}
-    save("prm_lenet5.json" if args.validation else "prm_lenet5_tau_on_test.json", {"seed": args.seed, "validation": args.validation, "dense": dense_acc, "levels": rows})
+    save("prm_lenet5.json" if args.validation else "prm_lenet5_tau_on_test.json",
+         {"seed": args.seed, "validation": args.validation, "dense": dense_acc, "levels": rows})
+    chosen = (f"{args.validation} digits held out, tau chosen on them" if args.validation
+              else "tau chosen on the test set")
     print(f"LeNet-5, seed {args.seed}: dense {dense_acc:.2%}; filter+column ADMM + P-RM (shrunk network counted); "
-          + (f"{args.validation} digits held out, tau chosen on them" if args.validation else "tau chosen on the test set"))
-    print(f"{'level':5s} {'masked':>7s} {'P-RM':>7s} {'loss':>6s} {'tau':>5s} {'params':>17s} {'x':>7s} {'weights x':>9s} "
-          f"{'MACs':>19s} {'batch-64 ms':>14s}")
+          f"{chosen}")
+    print(f"{'level':5s} {'masked':>7s} {'P-RM':>7s} {'loss':>6s} {'tau':>5s} {'params':>17s} {'x':>7s} "
+          f"{'weights x':>9s} {'MACs':>19s} {'batch-64 ms':>14s}")
     for level, r in rows.items():
         lat = r["latency_ms_b64"]
         lat_s = f"{lat[0]:.2f}->{lat[1]:.2f}" if None not in lat else "-"

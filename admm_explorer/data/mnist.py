@@ -96,7 +96,8 @@ def bundle(name: str, spec: DataSpec, train: tuple, test: tuple, test_descriptio
         train_batches=lambda seed: TensorBatches(x_train, y_train, spec.batch_size, seed),
         test_batches=lambda: TensorBatches(x_test, y_test, spec.test_batch_size, None),
         n_validation=spec.validation,
-        validation_batches=None if y_val is None else (lambda: TensorBatches(x_val, y_val, spec.test_batch_size, None)))
+        validation_batches=None if y_val is None
+        else (lambda: TensorBatches(x_val, y_val, spec.test_batch_size, None)))
 
 
 def load_sample(spec: DataSpec, model_input, model_classes) -> DataBundle:

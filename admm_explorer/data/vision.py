@@ -26,7 +26,8 @@ def bundle(name, spec: DataSpec, train, test, shape, classes, description, worke
         train_batches=lambda seed: LoaderBatches(train, spec.batch_size, seed, workers),
         test_batches=lambda: LoaderBatches(test, spec.test_batch_size, None, workers),
         n_validation=spec.validation,
-        validation_batches=None if val is None else (lambda: LoaderBatches(val, spec.test_batch_size, None, workers)))
+        validation_batches=None if val is None
+        else (lambda: LoaderBatches(val, spec.test_batch_size, None, workers)))
 
 
 def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:

@@ -58,14 +58,18 @@ class DataBundle:
 SPLIT_SEED = 20180411  # fixed: which examples are held out never depends on the recipe's seed
 
 
+def check_holdout(n: int, validation: int) -> None:
+    if validation >= n:
+        raise RecipeError(f"validation = {validation}: the training set has only {n} examples; hold out fewer")
+
+
 def holdout(n: int, validation: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) indices of n training examples: `validation` of them drawn by a fixed seed.
 
     The same n and count always hold out the same examples: a run that starts from another run's
     checkpoint, both with the same `validation`, validates on examples that checkpoint never trained on.
     """
-    if validation >= n:
-        raise RecipeError(f"validation = {validation}: the training set has only {n} examples; hold out fewer")
+    check_holdout(n, validation)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
     return order[validation:].sort().values, order[:validation].sort().values
 
@@ -115,12 +119,19 @@ class DatasetEntry:
     load: Callable[[DataSpec, tuple[int, int, int], int], DataBundle]  # (spec, model input, classes)
     shape: tuple[int, int, int] | None = None  # None: follows the model (fake) or known only once loaded
     classes: int | None = None
+    train_pool: Callable[[DataSpec], int] | None = None  # training examples before any holdout, if known
 
     def shape_for(self, spec, model_input, model_classes) -> tuple[tuple | None, int | None]:
         """(input shape, classes) this dataset will give, as far as known before loading it."""
         if self.name == "fake":
             return tuple(spec.fake_shape or model_input), spec.fake_classes or model_classes
         return self.shape, self.classes
+
+    def pool_for(self, spec) -> int | None:
+        """Training examples this dataset will give before a validation holdout, as far as known unloaded."""
+        if self.name == "fake":
+            return spec.fake_size
+        return None if self.train_pool is None else self.train_pool(spec)
 
 
 DATASETS: dict[str, DatasetEntry] = {}

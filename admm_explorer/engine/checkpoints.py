@@ -32,12 +32,35 @@ def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
         "targets": {k: t.model_dump() for k, t in session.targets.items()},
         "quantized": sorted(session.quantized),
         "arch": session.arch,
+        "held_out": held_out(session),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def held_out(session: "Session") -> dict:
+    """Which training examples this session never trains on: the same triple always holds out the same
+    examples (data.holdout), so a later run may validate on them only if it names the same triple."""
+    data = session.data
+    return {"dataset": session.recipe.dataset, "pool": data.n_train + data.n_validation,
+            "validation": data.n_validation}
+
+
+def check_held_out(path: Path, payload: dict, session: "Session") -> None:
+    """A run with a validation set may start only from weights that never trained on it."""
+    if not session.data.n_validation:
+        return
+    want, got = held_out(session), payload.get("held_out")
+    if got != want:
+        trained = ("with no record of held-out examples" if got is None else
+                   f"with validation = {got['validation']} of {got['pool']} {got['dataset']} examples")
+        raise CheckpointError(
+            f"checkpoint {path} was trained {trained}, so it may have trained on the validation = "
+            f"{want['validation']} examples this recipe holds out of {want['pool']}: start from a checkpoint of a "
+            f"run with the same dataset and validation, or set validation = 0")
 
 
 def read(path: Path) -> dict:
@@ -93,6 +116,7 @@ def load_into(session: "Session", path: Path) -> dict:
     from ..admm import LayerTarget
 
     payload = read(path)
+    check_held_out(path, payload, session)
     model = rebuild(payload, session.model)
     check_state(path, payload["state_dict"], model)
     model.load_state_dict(payload["state_dict"])

@@ -100,7 +100,7 @@ class PurifyDone(Event):
     stage: int
     tau: float
     tolerance: float
-    sweep: list  # [{"tau", "accuracy"}], accuracy on the set named by selected_on
+    sweep: list  # [{"tau", "accuracy"}] for every tau, accuracy on the set named by selected_on
     before: dict  # params, macs, size_bytes, latency_ms_b1, latency_ms_b64, accuracy (test set),
     after: dict  # and validation_accuracy when tau was chosen on a validation set
     removed: dict  # layer -> {"filters": n, "channels": n}

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data import DataBundle, DataSpec, get_dataset, load_data
+from ..data import DataBundle, DataSpec, check_holdout, get_dataset, load_data
 from ..models import build_model, get_model_spec, layer_macs, prunable_layers
 from ..recipe import OptimizerSpec, Recipe, RecipeError, StageSpec
 from . import checkpoints
@@ -70,6 +70,9 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"model {recipe.model!r} has {spec.num_classes} outputs but dataset {recipe.dataset!r} "
                           f"has {classes} classes")
     resolve_device(recipe.device)
+    pool = entry.pool_for(recipe)
+    if recipe.validation and pool is not None:
+        check_holdout(pool, recipe.validation)
     if recipe.pretrained and not spec.pretrained_available:
         raise RecipeError(f"pretrained = true: model {recipe.model!r} has no pretrained weights")
     model = spec.build(pretrained=False)
@@ -223,6 +226,8 @@ class Session:
     def evaluate(self, model: nn.Module | None = None, split: str = "test") -> tuple[float, float]:
         """(mean cross-entropy, top-1 accuracy) on the test set, or on the validation set held out of training."""
         model = model or self.model
+        if split not in ("test", "validation"):
+            raise ValueError(f"split = {split!r}: test or validation")
         batches = {"test": self.data.test_batches, "validation": self.data.validation_batches}[split]
         if batches is None:
             raise RecipeError("no validation set: give the recipe validation = N (training examples to hold out)")

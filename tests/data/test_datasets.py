@@ -109,3 +109,20 @@ def test_validation_of_a_torchvision_dataset():
 def test_validation_larger_than_the_training_set_is_refused():
     with pytest.raises(RecipeError, match="validation = 4000: the training set has only 4000 examples"):
         load_data(DataSpec(validation=4000), (1, 28, 28), 10)
+
+
+def test_validation_of_an_augmented_dataset_uses_the_plain_view():
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    from admm_explorer.data.vision import bundle
+
+    def fake(shift: float):
+        return datasets.FakeData(30, (3, 4, 4), 10, transform=T.Compose([T.ToTensor(), T.Lambda(lambda x: x + shift)]))
+
+    data = bundle("fake", DataSpec(batch_size=30, validation=10), fake(100.0), fake(0.0), (3, 4, 4), 10, "",
+                  validation_view=lambda: fake(0.0))
+    x_train, _ = next(iter(data.train_batches(None)))
+    x_val, _ = next(iter(data.validation_batches()))
+    assert x_train.shape[0] == 20 and x_train.min() >= 100  # the training view (here: shifted)
+    assert x_val.shape[0] == 10 and x_val.max() <= 1  # the plain view of the held-out images

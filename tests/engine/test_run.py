@@ -138,3 +138,25 @@ def test_bad_folders_and_checkpoints(tmp_path):
     with pytest.raises(RecipeError, match="does not fit this model"):
         run_recipe(recipe(start=foreign), out=tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # nothing started
+
+
+def test_a_validation_set_is_never_one_the_start_checkpoint_trained_on(tmp_path):
+    # too large for the 4,000 training digits: refused by the recipe check, before any folder exists
+    with pytest.raises(RecipeError, match="validation = 4000: the training set has only 4000 examples"):
+        run_recipe(recipe(validation=4000), out=tmp_path / "big")
+    assert not (tmp_path / "big").exists()
+
+    short = [{"kind": "pretrain", "epochs": 0.05}]
+    run_recipe(recipe(stages=short), out=tmp_path / "all")  # trained on all 4,000
+    run_recipe(recipe(stages=short, validation=300), out=tmp_path / "held")
+    trained_on_all = tmp_path / "all" / "checkpoints" / "stage0-pretrain.pt"
+    held = tmp_path / "held" / "checkpoints" / "stage0-pretrain.pt"
+    assert torch.load(held, weights_only=True)["held_out"] == {"dataset": "mnist-sample", "pool": 4000,
+                                                               "validation": 300}
+    with pytest.raises(RecipeError, match="trained with validation = 0 of 4000 .* may have trained on the "
+                                          "validation = 300 examples"):
+        Session(recipe(start=trained_on_all, validation=300))
+    with pytest.raises(RecipeError, match="trained with validation = 300 of 4000 .* validation = 200"):
+        Session(recipe(start=held, validation=200))  # another count draws other examples
+    assert Session(recipe(start=held, validation=300)).data.n_validation == 300
+    assert Session(recipe(start=trained_on_all)).data.validation_batches is None  # no validation: no constraint

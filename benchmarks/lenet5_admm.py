@@ -67,10 +67,12 @@ def base(seed: int, validation: int = 0) -> dict:
             "seed": seed, "validation": validation}
 
 
-def dense(seed: int, validation: int = 0) -> tuple[Path, float]:
-    out = RUNS / (f"dense-s{seed}" + (f"-v{validation}" if validation else ""))
+def dense(seed: int, validation: int = 0, optimizer: dict = ADAM) -> tuple[Path, float]:
+    schedule = optimizer.get("schedule", "none")
+    out = RUNS / (f"dense-s{seed}" + (f"-v{validation}" if validation else "") +
+                  (f"-{schedule}" if schedule != "none" else ""))
     if not (out / "summary.json").exists():
-        run_recipe({**base(seed, validation), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": ADAM}]},
+        run_recipe({**base(seed, validation), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": optimizer}]},
                    out=out)
     summary = json.loads((out / "summary.json").read_text())
     return out / "checkpoints" / "stage0-pretrain.pt", summary["accuracy"]

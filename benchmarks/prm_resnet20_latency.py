@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,6 +39,7 @@ from admm_explorer.prm import masked, report, shrink
 from admm_explorer.prm.graph import channel_graph
 
 SHAPE = (3, 32, 32)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def half_of_every_group(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -82,6 +85,28 @@ def torch_pruning_half(dense: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@torch.inference_mode()
+def convs_alone(dense: nn.Module, small: nn.Module, runs: int) -> list[dict]:
+    """Each stage's first inner 3x3 conv timed on its own, dense vs shrunk, batch 64 (median of 2 x runs):
+    how the kernels' rate (GMAC/s) holds up as the channels halve."""
+    rows = []
+    for i, (d, s) in enumerate(zip(dense.layers, small.layers)):
+        side = SHAPE[1] >> i  # 32, 16, 8
+        convs = [stage[0].conv2 for stage in (d, s)]
+        xs = [torch.randn(64, conv.in_channels, side, side) for conv in convs]
+        # paired_ms passes one input to all: each conv closes over its own instead
+        calls = [lambda _, c=c, x=x: c(x) for c, x in zip(convs, xs)]
+        d_ms, s_ms = (statistics.median(t) for t in paired_ms(calls, None, 2 * runs))
+        macs = [64 * c.weight.numel() * side * side for c in convs]
+        rows.append({"stage": i + 1, "channels": [c.out_channels for c in convs], "ms": [d_ms, s_ms],
+                     "gmac_per_s": [macs[0] / d_ms / 1e6, macs[1] / s_ms / 1e6], "speedup": d_ms / s_ms})
+        print(f"stage {i + 1} conv alone, {convs[0].out_channels} -> {convs[1].out_channels} channels at "
+              f"{side}x{side}: {d_ms:.3f} -> {s_ms:.3f} ms "
+              f"({d_ms / s_ms:.2f}x for {macs[0] / macs[1]:.0f}x fewer MACs), "
+              f"{rows[-1]['gmac_per_s'][0]:.0f} -> {rows[-1]['gmac_per_s'][1]:.0f} GMAC/s")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="batch-64 passes per model (batch 1: 20x)")
@@ -110,9 +135,15 @@ def main() -> None:
     # which only halve when the channels do, while the MACs fall 4x
     dense_bn, small_bn = fuse(dense), fuse(small)
     reference = torch_pruning_half(dense)
-    reference_reduction = before["macs"] / report(reference, SHAPE, latency=False)["macs"]
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; Torch-Pruning arm: MACs "
-          f"{reference_reduction:.2f}x, widths {[stage[0].conv2.out_channels for stage in reference.layers]}")
+    reference_report = report(reference, SHAPE, latency=False)
+    reference_reduction = before["macs"] / reference_report["macs"]
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; Torch-Pruning arm: params "
+          f"{reference_report['params']:,}, MACs {reference_reduction:.2f}x, "
+          f"widths {[stage[0].conv2.out_channels for stage in reference.layers]}")
+    results = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "params": [before["params"], after["params"], reference_report["params"]],
+               "macs_reduction": reduction, "torch_pruning_macs_reduction": reference_reduction,
+               "convs_alone": convs_alone(dense, small, args.runs)}
     ratios = {}
     for batch, runs in ((1, 20 * args.runs), (64, args.runs)):
         d, s, c, dbn, sbn, ref = paired_ms([dense, small, fresh, dense_bn, small_bn, reference],
@@ -120,6 +151,11 @@ def main() -> None:
         for stat, f in (("median", statistics.median), ("min", min)):
             speedup, folded = f(d) / f(s), f(dbn) / f(sbn)
             ratios[batch, stat] = speedup / reduction
+            results[f"batch{batch}_{stat}"] = {
+                "ms": {"dense": f(d), "shrunk": f(s), "built_at_widths": f(c), "dense_bn_folded": f(dbn),
+                       "shrunk_bn_folded": f(sbn), "torch_pruning": f(ref)},
+                "ratio": speedup / reduction, "ratio_bn_folded": folded / reduction,
+                "ratio_torch_pruning": f(d) / f(ref) / reference_reduction}
             print(f"batch {batch:>2} {stat:>6} of {runs}: {f(d):8.2f} ms -> {f(s):7.2f} ms, "
                   f"speedup {speedup:.2f}x, speedup / MACs reduction = {speedup / reduction:.2f} "
                   f"(ResNet-20 built at widths {widths}: {f(c):.2f} ms); BN folded: {f(dbn):.2f} -> "
@@ -128,6 +164,8 @@ def main() -> None:
                   f"{f(d) / f(ref) / reference_reduction:.2f}")
     verdict = "met" if ratios[64, "median"] >= 0.9 else "NOT met"
     print(f"target: batch-64 (median) speedup / MACs reduction >= 0.9: {verdict} ({ratios[64, 'median']:.2f})")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "prm_resnet20_latency.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

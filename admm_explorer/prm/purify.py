@@ -8,10 +8,10 @@ tau is swept over `taus` (all in (0, 1): within one round the largest filter and
 stay) and the sweep's choice is the last tau before the first whose accuracy falls more than
 `tolerance` below the accuracy before purification (tau = 0 means nothing is purified). ALGORITHMS.md
 asks for the largest tau within the tolerance; we stop at the first failure instead, because a later
-tau that scores within the tolerance again is most likely evaluation noise: on LeNet-5 with 1,000
-validation digits such a tau (0.6, after 0.4 and 0.5 failed) cost 0.64 points on the 10,000 test digits,
-against 0.02 for the tau the stop rule keeps. Every tau is still evaluated and reported. Rows of the
-layers that produce the network's outputs are never purified.
+tau that scores within the tolerance again is most likely evaluation noise: in an ad-hoc check on
+LeNet-5 with 1,000 validation digits, such a tau (0.6, after 0.4 and 0.5 failed) cost 0.64 points on
+the 10,000 test digits, against 0.02 for the tau the stop rule keeps. Every tau is still evaluated and
+reported. Rows of the layers that produce the network's outputs are never purified.
 
 At each tau, purification alternates with unused path removal (paths.py) until purification finds
 nothing more (ALGORITHMS.md 3): each round judges the norms on the network as path removal leaves it.
@@ -23,8 +23,9 @@ the sweep judges what the cascade leaves.
 
 Then the caller's short masked retrain runs on the network as path removal leaves it, under masks that
 also hold the removed channels' rows and reader slices at zero (no reader learns to rely on a channel
-about to go); its result is kept only if it does not lower the purified network's accuracy (a retrain of a converged network can do that: fresh optimizer state moves every
-weight at once), else the purified network goes on as it was. A last unused path removal and the
+about to go); its result is kept only if it does not lower the purified network's accuracy (a retrain
+of a converged network can do that: fresh optimizer state moves every weight at once), else the
+purified network goes on as it was. A last unused path removal and the
 physical shrink (shrink.py) follow; both are exact, so they change no accuracy.
 
 The masked network is the model with weights multiplied by the masks and `structured_masks_to_bn`

@@ -119,19 +119,14 @@ class DatasetEntry:
     load: Callable[[DataSpec, tuple[int, int, int], int], DataBundle]  # (spec, model input, classes)
     shape: tuple[int, int, int] | None = None  # None: follows the model (fake) or known only once loaded
     classes: int | None = None
-    train_pool: Callable[[DataSpec], int] | None = None  # training examples before any holdout, if known
+    # training examples before any validation holdout, known before loading (from the recipe), or None
+    train_pool: Callable[[DataSpec], int] | None = None
 
     def shape_for(self, spec, model_input, model_classes) -> tuple[tuple | None, int | None]:
         """(input shape, classes) this dataset will give, as far as known before loading it."""
         if self.name == "fake":
             return tuple(spec.fake_shape or model_input), spec.fake_classes or model_classes
         return self.shape, self.classes
-
-    def pool_for(self, spec) -> int | None:
-        """Training examples this dataset will give before a validation holdout, as far as known unloaded."""
-        if self.name == "fake":
-            return spec.fake_size
-        return None if self.train_pool is None else self.train_pool(spec)
 
 
 DATASETS: dict[str, DatasetEntry] = {}

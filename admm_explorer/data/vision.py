@@ -80,4 +80,4 @@ register(DatasetEntry("cifar10", "CIFAR-10 in data_root (download: true fetches 
 register(DatasetEntry("imagenet", "ImageNet as an ImageFolder root with train/ and val/", load_imagenet,
                       (3, 224, 224)))
 register(DatasetEntry("fake", "torchvision FakeData: random images of the model's input shape (or fake_shape)",
-                      load_fake))
+                      load_fake, train_pool=lambda spec: spec.fake_size))

@@ -70,9 +70,8 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"model {recipe.model!r} has {spec.num_classes} outputs but dataset {recipe.dataset!r} "
                           f"has {classes} classes")
     resolve_device(recipe.device)
-    pool = entry.pool_for(recipe)
-    if recipe.validation and pool is not None:
-        check_holdout(pool, recipe.validation)
+    if recipe.validation and entry.train_pool is not None:
+        check_holdout(entry.train_pool(recipe), recipe.validation)
     if recipe.pretrained and not spec.pretrained_available:
         raise RecipeError(f"pretrained = true: model {recipe.model!r} has no pretrained weights")
     model = spec.build(pretrained=False)

@@ -106,24 +106,59 @@ def cmd_datasets(args) -> int:
 def cmd_dashboard(args) -> int:
     from .ui.serve import serve
 
-    return serve(port=args.port, open_browser=not args.no_browser)
+    return serve(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token)
+
+
+def cmd_lab(args) -> int:
+    from .ui.serve import lab
+
+    return lab(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token)
+
+
+EXAMPLES = """examples:
+  admm-explorer dashboard                                 the Explorer in your browser (Voila)
+  admm-explorer lab                                       JupyterLab on the course notebooks
+  admm-explorer run recipes/lenet5-admm.yaml --out runs/a
+  admm-explorer run --resume runs/a
+  admm-explorer models"""
+
+
+def subcommand(sub, name: str, fn, summary: str, example: str) -> argparse.ArgumentParser:
+    command = sub.add_parser(name, help=summary, description=f"{summary}\n\nexample:\n  {example}",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.set_defaults(fn=fn)
+    return command
+
+
+def server_options(command: argparse.ArgumentParser, port: int) -> None:
+    command.add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port}; 0: any free)")
+    command.add_argument("--no-browser", action="store_true", help="only print the address")
+    command.add_argument("--no-token", action="store_true",
+                         help="serve without the random token in the address (anything on this machine can then "
+                              "drive it)")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="admm-explorer", description="ADMM weight pruning explorer")
-    sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a recipe into a run folder")
+    p = argparse.ArgumentParser(prog="admm-explorer", description="Explore ADMM weight pruning of PyTorch models: "
+                                "a live dashboard, JupyterLab notebooks, and recipes run from the command line.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dash = subcommand(sub, "dashboard", cmd_dashboard, "serve the Explorer with Voila on 127.0.0.1 and open it",
+                      "admm-explorer dashboard --port 8866")
+    server_options(dash, 8866)
+    lab = subcommand(sub, "lab", cmd_lab, "open JupyterLab on the course notebooks (the Explorer and the lessons)",
+                     "admm-explorer lab")
+    server_options(lab, 8888)
+    run = subcommand(sub, "run", cmd_run, "run a recipe into a run folder, or resume a stopped run",
+                     "admm-explorer run recipes/lenet5-admm.yaml --out runs/a")
     run.add_argument("recipe", nargs="?", type=Path, help="recipe YAML file")
     run.add_argument("--out", type=Path, help="run folder to create")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue a stopped run folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.set_defaults(fn=cmd_run)
-    sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
-    sub.add_parser("datasets", help="list the datasets").set_defaults(fn=cmd_datasets)
-    dash = sub.add_parser("dashboard", help="serve the explorer with Voila on 127.0.0.1")
-    dash.add_argument("--port", type=int, default=8866)
-    dash.add_argument("--no-browser", action="store_true", help="only print the address")
-    dash.set_defaults(fn=cmd_dashboard)
+    subcommand(sub, "models", cmd_models, "list the model zoo (names for a recipe's model field)",
+               "admm-explorer models")
+    subcommand(sub, "datasets", cmd_datasets, "list the datasets (names for a recipe's dataset field)",
+               "admm-explorer datasets")
     return p
 
 

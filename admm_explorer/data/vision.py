@@ -1,11 +1,13 @@
-"""torchvision datasets: CIFAR-10, an ImageNet folder, and FakeData of any shape."""
+"""torchvision datasets: CIFAR-10, an ImageNet folder, and FakeData of any shape.
+
+torchvision is imported inside the loaders: importing it costs about 1.7 s (torch._dynamo through
+torchvision.ops), which the dashboard's kernel and the CLI would pay on every start for nothing.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torchvision
 from torch.utils.data import Subset
-from torchvision import transforms as T
 
 from . import DataBundle, DataMissing, DataSpec, DatasetEntry, LoaderBatches, default_data_root, holdout, register
 
@@ -33,6 +35,9 @@ def bundle(name, spec: DataSpec, train, test, shape, classes, description, worke
 
 
 def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:
+    import torchvision
+    from torchvision import transforms as T
+
     root = Path(spec.data_root or default_data_root())
     present = (root / "cifar-10-batches-py").is_dir()
     if not present and not spec.download:
@@ -48,6 +53,9 @@ def load_cifar10(spec: DataSpec, model_input, model_classes) -> DataBundle:
 
 
 def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
+    import torchvision
+    from torchvision import transforms as T
+
     if spec.data_root is None:
         raise DataMissing("imagenet needs data_root: a folder with train/ and val/ in ImageFolder layout")
     root = Path(spec.data_root)
@@ -66,6 +74,9 @@ def load_imagenet(spec: DataSpec, model_input, model_classes) -> DataBundle:
 
 def load_fake(spec: DataSpec, model_input, model_classes) -> DataBundle:
     """Random images and labels (not a quality measure); shape and classes follow the model unless given."""
+    import torchvision
+    from torchvision import transforms as T
+
     shape = tuple(spec.fake_shape or model_input)
     classes = spec.fake_classes or model_classes
     tf = T.ToTensor()

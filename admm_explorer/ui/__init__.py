@@ -5,6 +5,16 @@
 """
 from __future__ import annotations
 
-from .explorer import Explorer
-
 __all__ = ["Explorer"]
+
+
+def __getattr__(name: str):
+    # lazy: `admm-explorer dashboard` imports admm_explorer.ui.serve, which must not pay for torch
+    if name == "Explorer":
+        from .imports import skip_iri_grammar
+
+        skip_iri_grammar()
+        from .explorer import Explorer
+
+        return Explorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

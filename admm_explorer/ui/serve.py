@@ -1,7 +1,13 @@
-"""`admm-explorer dashboard`: serve the Explorer notebook (package data) with Voila on 127.0.0.1."""
+"""`admm-explorer dashboard` (the Explorer served by Voila) and `admm-explorer lab` (JupyterLab on the course).
+
+Both servers listen on 127.0.0.1 only, require a random token (printed in the address), and refuse
+requests whose Host header is not a loopback name, so no other web page can drive them.
+"""
 from __future__ import annotations
 
+import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,11 +22,17 @@ from pathlib import Path
 
 STARTUP_SECONDS = 60
 PLOTLY_JS = "plotly-widget.js"  # plotly's widget bundle, served once beside the notebook (see figures.py)
+# a kernel left by a closed or reloaded page (its websocket gone) is shut down after this idle time
+CULL_IDLE_SECONDS = 600
+
+
+def package_notebooks() -> Path:
+    """The notebooks shipped inside the package (notebooks/ in a checkout links to them)."""
+    return Path(str(resources.files("admm_explorer") / "notebooks"))
 
 
 def notebook() -> Path:
-    """The served notebook, from the installed package (notebooks/explorer.ipynb in a checkout links to it)."""
-    return Path(str(resources.files("admm_explorer") / "notebooks" / "explorer.ipynb"))
+    return package_notebooks() / "explorer.ipynb"
 
 
 def free_port() -> int:
@@ -32,6 +44,15 @@ def free_port() -> int:
 def port_taken(port: int) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def missing_kernel() -> str | None:
+    """A one-line reason why no Python kernel can start here, or None (Voila would answer HTTP 500)."""
+    for name in ("ipykernel", "voila", "jupyterlab", "plotly"):
+        if importlib.util.find_spec(name) is None:  # found, not imported: importing voila alone takes 2 s
+            return (f"{name} is not installed in {sys.prefix}; the dashboard needs the ui extra: "
+                    "pip install -e '.[ui]' (or pip install 'admm-explorer[ui]')")
+    return None
 
 
 def site(folder: Path) -> bool:
@@ -55,37 +76,69 @@ def site(folder: Path) -> bool:
     return True
 
 
-def voila_command(port: int, page: Path) -> list[str]:
-    return [sys.executable, "-m", "voila", str(page), "--no-browser", f"--port={port}",
-            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--VoilaConfiguration.file_allowlist=['{PLOTLY_JS.replace('.', '[.]')}']",
+def voila_command(port: int, page: Path, token: str) -> list[str]:
+    return [sys.executable, "-m", "admm_explorer.ui.voila_app", str(page), "--no-browser", f"--port={port}",
+            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--Voila.token={token}",
+            f"--VoilaConfiguration.file_allowlist={PLOTLY_JS.replace('.', '[.]')}",
             # the kernel imports torch and loads data before the page shows: give it time on a busy machine
             "--VoilaExecutor.timeout=300", "--VoilaExecutor.startup_timeout=120",
-            "--VoilaConfiguration.show_tracebacks=False"]
+            "--VoilaConfiguration.show_tracebacks=False",
+            f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_SECONDS}",
+            "--MappingKernelManager.cull_interval=60"]
 
 
-def wait_listening(process: subprocess.Popen, port: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if port_taken(port):
-            return True
-        time.sleep(0.2)
-    return False
+def lab_command(port: int, folder: Path, token: str) -> list[str]:
+    # as root (containers, CI) JupyterLab refuses to start unless told; the token and loopback still apply
+    root = ["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
+            "--ServerApp.allow_remote_access=False", *root]
 
 
-def serve(port: int = 8866, open_browser: bool = True) -> int:
-    """Run Voila until Ctrl-C; returns the exit status. Port 0 picks a free port."""
-    try:
-        import voila  # noqa: F401
-    except ImportError:
-        print("error: the dashboard needs the ui extra: pip install 'admm-explorer[ui]'", file=sys.stderr)
-        return 2
+def lab_folder() -> Path:
+    """The course folder JupyterLab opens: notebooks/ of the checkout this package runs from; for an installed
+    package, a copy of its notebooks in ./admm-explorer-notebooks (files already there are kept)."""
+    checkout = Path(__file__).resolve().parents[2] / "notebooks"
+    if checkout.is_dir():
+        return checkout
+    folder = Path.cwd() / "admm-explorer-notebooks"
+    folder.mkdir(exist_ok=True)
+    for source in package_notebooks().glob("*.ipynb"):
+        if not (folder / source.name).exists():
+            shutil.copyfile(source, folder / source.name)
+    return folder
+
+
+def preflight(port: int) -> tuple[int, str | None]:
+    """(the port to use, an error line or None) before anything starts. Port 0 picks a free port."""
+    reason = missing_kernel()
+    if reason:
+        return port, reason
     port = port or free_port()
     if port_taken(port):
-        print(f"error: port {port} on 127.0.0.1 is in use; pick another with --port N (0 = any free port)",
-              file=sys.stderr)
+        return port, f"port {port} on 127.0.0.1 is in use; pick another with --port N (0 = any free port)"
+    return port, None
+
+
+def new_token(use_token: bool) -> str:
+    if use_token:
+        return secrets.token_hex(24)
+    print("warning: --no-token: any program or web page that can reach 127.0.0.1 on this machine can drive "
+          "this server", file=sys.stderr)
+    return ""
+
+
+def address(port: int, path: str, token: str) -> str:
+    return f"http://127.0.0.1:{port}/{path}" + (f"?token={token}" if token else "")
+
+
+def serve(port: int = 8866, open_browser: bool = True, use_token: bool = True) -> int:
+    """Run the dashboard until Ctrl-C; returns the exit status."""
+    port, error = preflight(port)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    token = new_token(use_token)
     # relative paths typed in the page (checkpoints, exports, data) mean the folder the command ran in
     env = {**os.environ, "ADMM_EXPLORER_CWD": os.getcwd()}
     with tempfile.TemporaryDirectory(prefix="admm-explorer-") as folder:
@@ -93,17 +146,30 @@ def serve(port: int = 8866, open_browser: bool = True) -> int:
         if site(Path(folder)):
             page = Path(folder) / "explorer.ipynb"
             env["ADMM_EXPLORER_PLOTLY_JS"] = f"voila/files/{PLOTLY_JS}"
-        return run(subprocess.Popen(voila_command(port, page), env=env), port, open_browser)
+        process = subprocess.Popen(voila_command(port, page, token), env=env)
+        return run(process, port, address(port, "", token), open_browser, "ADMM explorer")
 
 
-def run(process: subprocess.Popen, port: int, open_browser: bool) -> int:
-    previous = signal.signal(signal.SIGTERM, interrupt)  # being terminated is Ctrl-C: Voila must go too
+def lab(port: int = 8888, open_browser: bool = True, use_token: bool = True) -> int:
+    """Run JupyterLab on the course folder until Ctrl-C; returns the exit status."""
+    port, error = preflight(port)
+    if error:
+        print(f"error: {error.replace('dashboard', 'JupyterLab')}", file=sys.stderr)
+        return 2
+    token = new_token(use_token)
+    folder = lab_folder()
+    process = subprocess.Popen(lab_command(port, folder, token), env={**os.environ, "ADMM_EXPLORER_CWD": os.getcwd()})
+    return run(process, port, address(port, "lab/tree/explorer.ipynb", token), open_browser,
+               f"JupyterLab on {folder}")
+
+
+def run(process: subprocess.Popen, port: int, url: str, open_browser: bool, what: str) -> int:
+    previous = signal.signal(signal.SIGTERM, interrupt)  # being terminated is Ctrl-C: the server must go too
     try:
         if not wait_listening(process, port, STARTUP_SECONDS):
-            print("error: Voila did not start (see its messages above)", file=sys.stderr)
+            print("error: the server did not start (see its messages above)", file=sys.stderr)
             return 1
-        url = f"http://127.0.0.1:{port}/"
-        print(f"ADMM explorer: {url}  (Ctrl-C to stop)", flush=True)
+        print(f"{what}: {url}  (Ctrl-C to stop)", flush=True)
         if open_browser:
             webbrowser.open(url)
         return process.wait()
@@ -114,14 +180,25 @@ def run(process: subprocess.Popen, port: int, open_browser: bool) -> int:
         stop(process)
 
 
+def wait_listening(process: subprocess.Popen, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if port_taken(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def stop(process: subprocess.Popen) -> None:
-    """End Voila and its kernels: SIGINT (Voila ignores SIGTERM while it serves), then kill if it hangs."""
+    """End the server and its kernels: SIGINT (Voila ignores SIGTERM while it serves), then kill if it hangs."""
     try:
-        process.wait(3)  # after a Ctrl-C in the terminal Voila got the SIGINT too and is ending on its own
+        process.wait(3)  # after a Ctrl-C in the terminal the server got the SIGINT too and is ending on its own
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGINT)
         try:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from admm_explorer.ui import Explorer
+
+sys.path.insert(0, str(Path(__file__).parent))  # browser.py, shared with .ci/first_command.py
 
 # tiny budgets: 4,000 sample digits in batches of 64 = 63 batches an epoch; evaluations on the 1,000 held-out digits
 TINY = dict(pretrain_epochs=0.2, admm_epochs=0.4, update_every=0.1, retrain_epochs=0.2, eval_every=0.1)

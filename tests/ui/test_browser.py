@@ -4,98 +4,54 @@ Screenshots go to artifacts/ui/ (CI artifacts); docs/screenshots/ holds copies c
 """
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from admm_explorer.ui.serve import free_port
+from browser import CHROMIUM, chromium, points, server, set_value as set_field, stage_status, wait_stage
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "ui"
 INTERACTIVE_S = 20
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory):
-    """`admm-explorer dashboard --no-browser --port P` in a scratch folder; yields its address."""
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
+def dashboard(tmp_path_factory, require):
+    """`admm-explorer dashboard --no-browser --port 0` in a scratch folder; yields its address (with token)."""
+    require(CHROMIUM.exists(), "/usr/bin/chromium is absent (apt-get install chromium)")
+    require(_has_playwright(), "playwright is not installed (the test extra installs it)")
     cwd = tmp_path_factory.mktemp("dashboard")
-    port = free_port()
-    log = open(cwd / "voila.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser",
-                                f"--port={port}"], cwd=cwd, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match and int(match.group(1)) == port, f"dashboard printed {line!r}; log: {(cwd / 'voila.log').read_text()[-2000:]}"
-        yield {"url": match.group(0), "cwd": cwd}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    command = [sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser", "--port=0"]
+    with server(command, cwd, cwd / "voila.log") as url:
+        yield {"url": url, "cwd": cwd}
+
+
+def _has_playwright() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("playwright") is not None
 
 
 @pytest.fixture(scope="module")
 def page(dashboard):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 2400})
+    with chromium() as page:
         start = time.monotonic()
         page.goto(dashboard["url"])
         page.get_by_role("button", name="Run ADMM").wait_for(state="visible", timeout=120_000)
         page.interactive_s = time.monotonic() - start
         yield page
-        browser.close()
-
-
-def field(page, panel: str, label: str):
-    return page.locator(f".ae-{panel}").get_by_label(label, exact=True)
 
 
 def set_value(page, panel: str, label: str, value) -> None:
-    box = field(page, panel, label)
-    box.fill(str(value))
-    box.press("Enter")
+    set_field(page.locator(f".ae-{panel}"), label, value)
 
 
 def click(page, name: str) -> None:
     page.get_by_role("button", name=name, exact=True).click()
-
-
-def stage_status(page) -> str:
-    return page.locator(".ae-stagespanel .widget-html-content").last.inner_text()
-
-
-def wait_stage(page, kind: str, status: str = "finished", timeout: float = 120) -> str:
-    """Wait for the Stages panel to report the end of a stage of this kind."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = stage_status(page)
-        if f"{kind} {status}" in text:
-            return text
-        errors = page.locator(".ae-error").all_inner_texts()
-        assert not errors, f"the page shows an error: {errors}"
-        time.sleep(0.25)
-    raise AssertionError(f"{kind} did not end as {status!r}; status: {stage_status(page)!r}")
-
-
-def points(page, panel: str) -> list[int]:
-    """Markers plotted per scatter trace of a panel's figure, read from plotly's SVG."""
-    traces = page.locator(f".ae-{panel} .scatterlayer .trace")
-    return [traces.nth(i).locator("path.point").count() for i in range(traces.count())]
 
 
 def test_interactive_quickly(page):

@@ -1,11 +1,18 @@
-"""The Voila app's notebook and the `admm-explorer dashboard` command around it."""
+"""The Voila app's notebook and the `admm-explorer dashboard` command around it: token, Host check, kernel."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import socket
+import sys
+import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nbformat
+from browser import ADDRESS, server
 from nbclient import NotebookClient
 
 from admm_explorer.ui.serve import notebook, serve
@@ -39,3 +46,58 @@ def test_dashboard_refuses_a_port_in_use(capsys):
         s.listen()
         assert serve(port=s.getsockname()[1], open_browser=False) == 2
     assert "is in use" in capsys.readouterr().err
+
+
+def test_dashboard_names_a_missing_kernel_before_starting(monkeypatch, capsys):
+    # the ui extra installs ipykernel; a venv without it got HTTP 500 "No Jupyter kernel" from Voila
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipykernel" else real(name, *a))
+    assert serve(port=0, open_browser=False) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ipykernel is not installed") and "pip install -e '.[ui]'" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_ui_extra_holds_what_the_servers_need_at_run_time():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=\[ ]", requirement)[0] for requirement in extras["ui"]}
+    assert {"voila", "ipykernel", "jupyterlab", "ipywidgets", "plotly", "anywidget"} <= names
+
+
+def http_status(url: str, host: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        return opener.open(request, timeout=120).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_dashboard_needs_its_token_and_a_loopback_host(tmp_path):
+    command = [sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser", "--port=0"]
+    with server(command, tmp_path, tmp_path / "voila.log") as url:
+        port = int(ADDRESS.search(url).group(1))
+        token = url.split("?token=")[1]
+        assert re.fullmatch(r"[0-9a-f]{48}", token)
+        plain = f"http://127.0.0.1:{port}/"
+        assert http_status(plain) == 302  # to the login page: no kernel starts without the token
+        assert http_status(plain + "api/kernels/00000000-0000-0000-0000-000000000000") == 403
+        assert http_status(f"{plain}?token={'0' * 48}") == 302
+        # a DNS-rebinding page reaches 127.0.0.1 under its own name: refused before the token is looked at
+        assert http_status(url, host=f"evil.example:{port}") == 403
+        assert http_status(url, host=f"localhost:{port}") == 200
+    assert "Kernel started" in (tmp_path / "voila.log").read_text()  # the one request with a token
+    assert (tmp_path / "voila.log").read_text().count("Kernel started") == 1
+
+
+def test_no_token_is_explicit_and_warned(tmp_path):
+    command = [sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser", "--port=0", "--no-token"]
+    with server(command, tmp_path, tmp_path / "voila.log") as url:
+        assert "token" not in url
+        assert http_status(url, host="evil.example") == 403  # the Host check stays
+    assert "warning: --no-token" in (tmp_path / "voila.log").read_text()

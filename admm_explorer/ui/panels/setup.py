@@ -27,15 +27,6 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() else base_dir() / p
 
 
-def mnist_test_root() -> str:
-    """The real 10,000-digit MNIST test set when it lies beside the checkout (../shared/data/mnist), else ''."""
-    repo = Path(__file__).resolve().parents[3]
-    for folder in (base_dir().parent / "shared/data/mnist", repo.parent / "shared/data/mnist"):
-        if (folder / "t10k-images-idx3-ubyte.gz").exists() or (folder / "t10k-images-idx3-ubyte").exists():
-            return str(folder.resolve())
-    return ""
-
-
 def devices() -> list[str]:
     found = ["auto", "cpu"]
     if torch.cuda.is_available():
@@ -72,8 +63,7 @@ class SetupPanel(Panel):
                              "initialisation and batch order")
         self.batch_size = labelled(w.BoundedIntText(value=r["batch_size"], min=1, max=4096), "Batch size",
                                    "training batch size of every stage")
-        default_test = str(r["test_root"] or "") if "test_root" in r else mnist_test_root()
-        self.test_root = labelled(w.Text(value=default_test,
+        self.test_root = labelled(w.Text(value=str(r.get("test_root") or ""),
                                          placeholder="(held-out sample digits)"), "Test set folder",
                                   "mnist-sample: a folder with the MNIST t10k IDX files; with it all 5,000 sample "
                                   "digits train and the 10,000 MNIST test digits test")

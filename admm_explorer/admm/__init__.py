@@ -1,4 +1,4 @@
-"""ADMM weight pruning: constraints, projections, per-layer state, schedules, masks (ALGORITHMS.md 1-4)."""
+"""ADMM weight pruning: constraints, projections, per-layer state, schedules, masks (docs/algorithms.md 1-5)."""
 from __future__ import annotations
 
 from .admm import ADMM

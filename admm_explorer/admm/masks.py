@@ -1,4 +1,4 @@
-"""Hard pruning and masked training: pruned weights are exactly 0.0 and stay there (ALGORITHMS.md section 1).
+"""Hard pruning and masked training: pruned weights are exactly 0.0 and stay there (docs/algorithms.md section 1).
 
 Masks are bool tensors of a weight's shape, True = kept, keyed by module name; the torch.nn.utils.prune
 form (weight_orig * weight_mask) is supported for interchange.

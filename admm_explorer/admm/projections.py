@@ -1,4 +1,4 @@
-"""Euclidean projections of the ADMM Z-step (ALGORITHMS.md sections 1-3).
+"""Euclidean projections of the ADMM Z-step (docs/algorithms.md sections 1, 3, 4).
 
 Pure functions: they return new tensors and never modify their inputs; they work on any device and
 floating dtype. Inputs must be finite. "GEMM view" of a weight: rows = v.shape[0] (output filters of a
@@ -200,7 +200,7 @@ def _level_index(v: Tensor, alpha: Tensor, bits: int) -> Tensor:
 
 
 def fit_scale(v: Tensor, bits: int, iters: int = 10) -> Tensor:
-    """The scale alpha (0-dim, v's dtype) of the levels alpha * Q closest to v in L2 (ALGORITHMS.md section 2).
+    """The scale alpha (0-dim, v's dtype) of the levels alpha * Q closest to v in L2 (docs/algorithms.md section 3).
 
     bits 1: alpha = mean|v|, the exact optimum. bits b >= 2 (2 is ternary): alternates up to `iters` times
     between Q = clip(round(v / alpha), -L, L) and alpha = <v,Q>/<Q,Q> (each step can only lower the

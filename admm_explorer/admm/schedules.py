@@ -1,4 +1,4 @@
-"""rho schedules (ALGORITHMS.md section 1) and progressive stage plans (section 2)."""
+"""rho schedules (docs/algorithms.md section 1) and progressive stage plans (section 2)."""
 from __future__ import annotations
 
 from typing import Literal

@@ -1,4 +1,4 @@
-"""ADMM variables of one pruned layer: Z, the scaled dual U, rho (ALGORITHMS.md sections 1, 2 and 4).
+"""ADMM variables of one pruned layer: Z, the scaled dual U, rho (docs/algorithms.md sections 1, 3 and 5).
 
 W itself stays the module's Parameter; these objects only read it.
 """
@@ -134,7 +134,7 @@ class LayerADMM:
 
 class LayerReweighted(LayerADMM):
     """Reweighted ADMM: our reconstruction of paper 4 (its formula is not public), reweighted L1
-    after Candes, Wakin & Boyd 2008 inside ADMM (ALGORITHMS.md section 4).
+    after Candes, Wakin & Boyd 2008 inside ADMM (docs/algorithms.md section 5).
 
     Z-step: Z = soft_threshold(W + U, lam * a / rho) per weight, then a = 1 / (|Z| + eps) (once per
     round). Starts from a = 1 / (|W| + eps). The sparsity of Z emerges from lam; the target's sparsity

@@ -1,4 +1,4 @@
-"""Per-layer constraints of ADMM pruning (ALGORITHMS.md sections 1-3) and their resolution against a model."""
+"""Per-layer constraints of ADMM pruning (docs/algorithms.md sections 1, 3, 4) and their resolution against a model."""
 from __future__ import annotations
 
 import difflib

@@ -6,15 +6,15 @@ layer's remaining filters is removed, and so is a remaining GEMM column (C*kh*kw
 below tau times the mean of the remaining columns; rows and columns are judged on the same weights.
 tau is swept over `taus` (all in (0, 1): within one round the largest filter and column of a layer
 stay) and the sweep's choice is the last tau before the first whose accuracy falls more than
-`tolerance` below the accuracy before purification (tau = 0 means nothing is purified). ALGORITHMS.md
-asks for the largest tau within the tolerance; we stop at the first failure instead, because a later
+`tolerance` below the accuracy before purification (tau = 0 means nothing is purified). A plain
+reading of paper 3's rule takes the largest tau within the tolerance; we stop at the first failure instead, because a later
 tau that scores within the tolerance again is most likely evaluation noise: in an ad-hoc check on
 LeNet-5 with 1,000 validation digits, such a tau (0.6, after 0.4 and 0.5 failed) cost 0.64 points on
 the 10,000 test digits, against 0.02 for the tau the stop rule keeps. Every tau is still evaluated and
 reported. Rows of the layers that produce the network's outputs are never purified.
 
 At each tau, purification alternates with unused path removal (paths.py) until purification finds
-nothing more (ALGORITHMS.md 3): each round judges the norms on the network as path removal leaves it.
+nothing more (docs/algorithms.md section 4): each round judges the norms on the network as path removal leaves it.
 Removing a channel zeroes its consumers' slices, which can empty a consumer row or shrink a column, and
 an emptied row or column leaves its layer's mean, so the next round judges against a new mean. The
 rounds can cascade through layers (a larger tau then need not remove a superset of a smaller one, and

@@ -11,7 +11,7 @@ from admm_explorer.admm.projections import project
 from admm_explorer.admm.targets import compression, kept_weights
 from admm_explorer.models import build_model
 
-PAPER_RATES = {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}  # ALGORITHMS.md section 1
+PAPER_RATES = {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}  # docs/algorithms.md section 1 (paper 1's LeNet-5 rates)
 
 
 @pytest.fixture(scope="module")

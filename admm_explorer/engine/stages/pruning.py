@@ -1,4 +1,4 @@
-"""Pruning stages: admm, retrain, progressive, magnitude, reweighted (papers 1, 2 and 4; ALGORITHMS.md 1, 2, 4)."""
+"""Pruning stages: admm, retrain, progressive, magnitude, reweighted (papers 1, 2 and 4; docs/algorithms.md 1-3, 5, 6)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -87,7 +87,7 @@ class MagnitudeSpec(QuantizedRetrainSpec):
 
 
 class ReweightedSpec(PruningSpec):
-    """Reweighted ADMM (paper 4, our reconstruction: ALGORITHMS.md section 4). No per-layer rates: the
+    """Reweighted ADMM (paper 4, our reconstruction: docs/algorithms.md section 5). No per-layer rates: the
     sparsity emerges from lam; `compression` (optional) is met by one global magnitude top-k at the end."""
 
     kind: Literal["reweighted"] = "reweighted"

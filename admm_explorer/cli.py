@@ -106,7 +106,8 @@ def cmd_datasets(args) -> int:
 def cmd_dashboard(args) -> int:
     from .ui.serve import serve
 
-    return serve(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token)
+    return serve(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token, root=args.root,
+                 max_kernels=args.max_kernels, cull_idle=args.cull_idle)
 
 
 def cmd_lab(args) -> int:
@@ -139,6 +140,8 @@ def server_options(command: argparse.ArgumentParser, port: int) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .ui.serve import CULL_IDLE_SECONDS, MAX_KERNELS  # no torch, no Jupyter: cheap
+
     p = argparse.ArgumentParser(prog="admm-explorer", description="Explore ADMM weight pruning of PyTorch models: "
                                 "a live dashboard, JupyterLab notebooks, and recipes run from the command line.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +149,13 @@ def parser() -> argparse.ArgumentParser:
     dash = subcommand(sub, "dashboard", cmd_dashboard, "serve the Explorer with Voila on 127.0.0.1 and open it",
                       "admm-explorer dashboard --port 8866")
     server_options(dash, 8866)
+    dash.add_argument("--root", type=Path, metavar="DIR",
+                      help="folder the page may read and write (checkpoints, exports, data); default: this folder")
+    dash.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
+                      help=f"open pages at most, each a Python kernel of about 1 GB (default {MAX_KERNELS})")
+    dash.add_argument("--cull-idle", type=int, default=CULL_IDLE_SECONDS, metavar="SECONDS",
+                      help="a closed or reloaded page's kernel is shut down after this idle time "
+                           f"(default {CULL_IDLE_SECONDS})")
     lab = subcommand(sub, "lab", cmd_lab, "open JupyterLab on the course notebooks (the Explorer and the lessons)",
                      "admm-explorer lab")
     server_options(lab, 8888)

@@ -24,6 +24,7 @@ STARTUP_SECONDS = 60
 PLOTLY_JS = "plotly-widget.js"  # plotly's widget bundle, served once beside the notebook (see figures.py)
 # a kernel left by a closed or reloaded page (its websocket gone) is shut down after this idle time
 CULL_IDLE_SECONDS = 600
+MAX_KERNELS = 4  # open dashboard pages at once, each a kernel of about 1 GB
 
 
 def package_notebooks() -> Path:
@@ -76,15 +77,16 @@ def site(folder: Path) -> bool:
     return True
 
 
-def voila_command(port: int, page: Path, token: str) -> list[str]:
+def voila_command(port: int, page: Path, token: str, max_kernels: int = MAX_KERNELS,
+                  cull_idle: int = CULL_IDLE_SECONDS) -> list[str]:
     return [sys.executable, "-m", "admm_explorer.ui.voila_app", str(page), "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--Voila.token={token}",
             f"--VoilaConfiguration.file_allowlist={PLOTLY_JS.replace('.', '[.]')}",
             # the kernel imports torch and loads data before the page shows: give it time on a busy machine
             "--VoilaExecutor.timeout=300", "--VoilaExecutor.startup_timeout=120",
             "--VoilaConfiguration.show_tracebacks=False",
-            f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_SECONDS}",
-            "--MappingKernelManager.cull_interval=60"]
+            f"--Dashboard.max_kernels={max_kernels}", f"--MappingKernelManager.cull_idle_timeout={cull_idle}",
+            f"--MappingKernelManager.cull_interval={max(1, min(60, cull_idle // 2))}"]
 
 
 def lab_command(port: int, folder: Path, token: str) -> list[str]:
@@ -132,21 +134,27 @@ def address(port: int, path: str, token: str) -> str:
     return f"http://127.0.0.1:{port}/{path}" + (f"?token={token}" if token else "")
 
 
-def serve(port: int = 8866, open_browser: bool = True, use_token: bool = True) -> int:
-    """Run the dashboard until Ctrl-C; returns the exit status."""
+def serve(port: int = 8866, open_browser: bool = True, use_token: bool = True, root: Path | None = None,
+          max_kernels: int = MAX_KERNELS, cull_idle: int = CULL_IDLE_SECONDS) -> int:
+    """Run the dashboard until Ctrl-C; returns the exit status. Paths typed in the page stay inside `root`
+    (default: the current folder)."""
     port, error = preflight(port)
+    if error is None and root is not None and not root.is_dir():
+        error = f"--root {root} is not a folder"
+    if error is None and (max_kernels < 1 or cull_idle < 1):
+        error = "--max-kernels and --cull-idle must be at least 1"
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     token = new_token(use_token)
     # relative paths typed in the page (checkpoints, exports, data) mean the folder the command ran in
-    env = {**os.environ, "ADMM_EXPLORER_CWD": os.getcwd()}
+    env = {**os.environ, "ADMM_EXPLORER_CWD": os.getcwd(), "ADMM_EXPLORER_ROOT": str((root or Path.cwd()).resolve())}
     with tempfile.TemporaryDirectory(prefix="admm-explorer-") as folder:
         page = notebook()
         if site(Path(folder)):
             page = Path(folder) / "explorer.ipynb"
             env["ADMM_EXPLORER_PLOTLY_JS"] = f"voila/files/{PLOTLY_JS}"
-        process = subprocess.Popen(voila_command(port, page, token), env=env)
+        process = subprocess.Popen(voila_command(port, page, token, max_kernels, cull_idle), env=env)
         return run(process, port, address(port, "", token), open_browser, "ADMM explorer")
 
 

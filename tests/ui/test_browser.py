@@ -121,3 +121,21 @@ def test_errors_show_as_one_readable_line(page):
     page.screenshot(path=str(ARTIFACTS / "05-error.png"))
     click(page, "Dismiss")
     page.locator(".ae-error").first.wait_for(state="detached", timeout=10_000)
+
+
+def test_typed_text_is_shown_not_run(page, dashboard):
+    attack = "<img src=x onerror=\"document.title='pwned'\">"
+    set_value(page, "exportpanel", "Folder", attack)
+    click(page, "Save recipe")
+    panel = page.locator(".ae-exportpanel")
+    panel.get_by_text("wrote ").wait_for(timeout=30_000)
+    assert attack in panel.inner_text() and panel.locator("img").count() == 0
+    assert page.title() != "pwned"
+    assert any((dashboard["cwd"] / attack).glob("*-recipe.yaml"))
+    set_value(page, "exportpanel", "Folder", "../escaped")
+    click(page, "Save recipe")
+    error = page.locator(".ae-error").first
+    error.wait_for(timeout=30_000)
+    assert "outside the dashboard's folder" in error.inner_text()
+    assert not (dashboard["cwd"].parent / "escaped").exists()
+    click(page, "Dismiss")

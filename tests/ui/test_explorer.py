@@ -277,3 +277,45 @@ def test_a_validation_set_from_setup_reaches_the_session_and_the_purify_table(ex
     table = explorer.purify.result.value
     assert "validation accuracy" in table and "97.10%" in table and "-0.10 pts" in table
     assert "on the validation set" in table and "95.80%" in table
+
+
+def test_paths_typed_in_the_dashboard_stay_inside_its_root(explorer, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (root / "link").symlink_to(tmp_path)  # a link inside that leads out
+    monkeypatch.setenv("ADMM_EXPLORER_CWD", str(root))
+    monkeypatch.setenv("ADMM_EXPLORER_ROOT", str(root))
+    for folder in ("../escaped", str(tmp_path / "escaped"), "link/escaped", "~"):
+        explorer.notices.messages.clear()
+        explorer.export.folder.value = folder
+        explorer.export.b_recipe.click()
+        (message,) = [m.text for m in explorer.notices.messages]
+        assert message == (f"{folder} is outside the dashboard's folder {root}; use a path inside it, or start "
+                           "the dashboard with --root DIR")
+    assert not (tmp_path / "escaped").exists() and explorer.export.written == []
+
+    explorer.setup.start.value = "checkpoint"
+    explorer.setup.checkpoint.value = "../stage.pt"
+    explorer.notices.messages.clear()
+    explorer.setup.b_apply.click()
+    assert "../stage.pt is outside the dashboard's folder" in explorer.notices.messages[-1].text
+
+    explorer.export.folder.value = "inside/exports"
+    explorer.export.b_recipe.click()
+    (written,) = list((root / "inside" / "exports").iterdir())
+    assert written.name.endswith("-recipe.yaml") and "model: lenet5" in written.read_text()
+
+
+def test_text_a_user_typed_is_shown_escaped(explorer, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADMM_EXPLORER_CWD", str(tmp_path))
+    monkeypatch.setenv("ADMM_EXPLORER_ROOT", str(tmp_path))
+    attack = "<img src=x onerror=alert(document.domain)>"
+    explorer.export.folder.value = attack
+    explorer.export.b_recipe.click()
+    assert (tmp_path / attack).is_dir()  # a legal folder name, written where the user asked
+    shown = explorer.export.files.value
+    assert "<img" not in shown and "&lt;img src=x onerror=alert(document.domain)&gt;" in shown
+
+    explorer.setup.test_root.value = attack
+    explorer.setup.b_apply.click()  # refused (no MNIST files there): the message is escaped too
+    assert attack in explorer.notices.messages[-1].text and "<img" not in explorer.notices.text.value

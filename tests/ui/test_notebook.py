@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import sys
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -101,3 +102,46 @@ def test_no_token_is_explicit_and_warned(tmp_path):
         assert "token" not in url
         assert http_status(url, host="evil.example") == 403  # the Host check stays
     assert "warning: --no-token" in (tmp_path / "voila.log").read_text()
+
+
+def test_lab_opens_the_checkout_notebooks_or_a_copy_of_the_packaged_ones(tmp_path, monkeypatch):
+    from admm_explorer.ui import serve as serve_module
+
+    assert serve_module.lab_folder() == REPO / "notebooks"  # a checkout (pip install -e)
+    monkeypatch.setattr(serve_module, "__file__", str(tmp_path / "site-packages" / "admm_explorer" / "ui" / "serve.py"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "admm-explorer-notebooks").mkdir()
+    (tmp_path / "admm-explorer-notebooks" / "explorer.ipynb").write_text("mine")
+    folder = serve_module.lab_folder()
+    assert folder == tmp_path / "admm-explorer-notebooks"
+    assert (folder / "explorer.ipynb").read_text() == "mine"  # a user's edited copy is kept
+    shipped = {p.name for p in serve_module.package_notebooks().glob("*.ipynb")}
+    assert shipped and {p.name for p in folder.glob("*.ipynb")} == shipped
+
+
+def kernel_page(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=180) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_kernels_are_capped_and_a_closed_pages_kernel_is_culled(tmp_path):
+    command = [sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser", "--port=0",
+               "--max-kernels=1", "--cull-idle=3"]
+    with server(command, tmp_path, tmp_path / "voila.log") as url:
+        assert kernel_page(url)[0] == 200  # a page without its JavaScript: the kernel is never connected
+        status, text = kernel_page(url)
+        assert status == 503 and "already runs 1 sessions" in text and "--max-kernels" in text
+        deadline = time.monotonic() + 60
+        while kernel_page(url)[0] == 503:  # until the idle kernel is culled and shut down: room again
+            assert time.monotonic() < deadline, "the idle kernel was not culled"
+            time.sleep(1)
+    log = (tmp_path / "voila.log").read_text()
+    assert "Culling kernel" in log and log.count("Kernel started") == 2
+
+
+def test_dashboard_refuses_a_bad_root(capsys, tmp_path):
+    assert serve(port=0, open_browser=False, root=tmp_path / "missing") == 2
+    assert capsys.readouterr().err.strip() == f"error: --root {tmp_path / 'missing'} is not a folder"

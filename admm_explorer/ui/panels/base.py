@@ -1,6 +1,7 @@
 """What every panel shares: event dispatch, dirty-flag drawing, locking while a stage runs, control makers."""
 from __future__ import annotations
 
+from html import escape
 from typing import TYPE_CHECKING
 
 import ipywidgets as w
@@ -80,8 +81,8 @@ def button(description: str, tooltip: str, style: str = "") -> w.Button:
 
 
 def table(header: list[str], rows: list[list[str]], caption: str = "") -> str:
-    """A small HTML table (right-aligned numbers) for the HTML widget."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    cap = f"<caption>{caption}</caption>" if caption else ""
+    """A small HTML table (right-aligned numbers) for the HTML widget; every text is escaped."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f"<table class='ae-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from html import escape
 from pathlib import Path
 
 import ipywidgets as w
@@ -54,4 +55,4 @@ class ExportPanel(Panel):
 
     def render(self) -> None:
         self.recipe.value = self.controller.recipe_yaml() if self.controller.recipe is not None else ""
-        self.files.value = "<br>".join(f"wrote {f}" for f in self.written[-4:])
+        self.files.value = "<br>".join(f"wrote {escape(f)}" for f in self.written[-4:])

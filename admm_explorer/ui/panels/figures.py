@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from copy import deepcopy
+from html import escape
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -214,7 +215,7 @@ class HistogramPanel(FigurePanel):
         bins = record["layers"].get(self.layer.value) if record else None
         if bins is None:
             self.info.value = ("<i>no ADMM round yet: run ADMM to see the weights split</i>" if not n else
-                               f"<i>{self.layer.value} has no target in {record['label']}</i>")
+                               f"<i>{escape(self.layer.value)} has no target in {record['label']}</i>")
             centres = kept = pruned = []
             width = None
         else:
@@ -222,7 +223,7 @@ class HistogramPanel(FigurePanel):
             centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
             pruned = [c - k for c, k in zip(counts, kept)]
             width = edges[1] - edges[0]
-            self.info.value = (f"{record['label']}: {sum(counts):,} weights in {self.layer.value}, "
+            self.info.value = (f"{record['label']}: {sum(counts):,} weights in {escape(self.layer.value)}, "
                                f"Z keeps {sum(kept):,}")
         with updating(self.figure):
             for trace, y in zip(self.figure.data, (kept, pruned)):

@@ -1,6 +1,8 @@
 """P-RM: purification, unused path removal and physical shrink, with a before/after table."""
 from __future__ import annotations
 
+from html import escape
+
 import ipywidgets as w
 
 from ...recipe import parse_stage
@@ -72,6 +74,6 @@ class PurifyPanel(Panel):
         self.result.value = (table(["", "before", "after", "ratio"], rows) +
                              f"<div>threshold τ = {e.tau:g} (within {e.tolerance * 100:g} points on the "
                              f"{e.selected_on} set); removed: "
-                             f"{removed}</div>"
+                             f"{escape(removed)}</div>"
                              + ("" if e.retrain_kept else "<div>the short retrain lowered the accuracy and was "
                                                           "dropped: the purified network is kept as it was</div>"))

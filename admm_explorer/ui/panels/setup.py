@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from html import escape
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +12,7 @@ import torch
 from ...data import DATASETS
 from ...models import MODELS
 from ...recipe import parse_recipe
+from ..controller import UIError
 from .base import Panel, button, labelled
 
 STARTS = ["random", "checkpoint", "pretrain now"]
@@ -23,8 +25,16 @@ def base_dir() -> Path:
 
 
 def resolve(path: str) -> Path:
+    """A path typed in the page, relative to base_dir(). Under `admm-explorer dashboard` it must lie inside the
+    server's root folder (the folder it ran in, or its --root), symbolic links followed: whoever drives the
+    page may read and write files there and nowhere else. In JupyterLab the kernel is the user's own: no limit."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else base_dir() / p
+    p = p if p.is_absolute() else base_dir() / p
+    root = os.environ.get("ADMM_EXPLORER_ROOT")
+    if root and not p.resolve().is_relative_to(Path(root).resolve()):
+        raise UIError(f"{path} is outside the dashboard's folder {root}; use a path inside it, or start the "
+                      "dashboard with --root DIR")
+    return p
 
 
 def devices() -> list[str]:
@@ -101,8 +111,8 @@ class SetupPanel(Panel):
 
     def on_run_started(self, event) -> None:
         weights = sum(layer["weights"] for layer in event.layers.values())
-        self.status.value = (f"<b>{event.model}</b> on <b>{event.dataset}</b>, device {event.device}<br>"
-                             f"test set: {event.test_set}<br>{len(event.layers)} prunable layers, "
+        self.status.value = (f"<b>{escape(event.model)}</b> on <b>{escape(event.dataset)}</b>, device "
+                             f"{escape(event.device)}<br>test set: {escape(event.test_set)}<br>{len(event.layers)} prunable layers, "
                              f"{weights:,} weights")
 
     def render(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from html import escape
 
 import ipywidgets as w
 import torch
@@ -44,7 +45,7 @@ class Row:
         self.kept = w.HTML()
         for control in (self.sparsity, self.structure, self.bits):
             control.observe(on_change, "value")
-        self.cells = [w.HTML(f"<b>{name}</b>"), w.HTML("×".join(map(str, self.shape))),
+        self.cells = [w.HTML(f"<b>{escape(name)}</b>"), w.HTML("×".join(map(str, self.shape))),
                       w.HTML(f"{info['weights']:,}"), w.HTML(short(info["macs"])),
                       self.sparsity, self.structure, self.bits, self.kept]
 

@@ -48,9 +48,22 @@ class Progress:
             tqdm.write(f"P-RM: params {b['params']:,} -> {a['params']:,}, MACs {b['macs']:,} -> {a['macs']:,}")
 
 
+def how_to_go_on(out: Path) -> str:
+    """After a failed stage: which file to edit for --resume, and the checkpoint a new run can start from."""
+    import json
+
+    stages = json.loads((out / "state.json").read_text())["stages"] if (out / "state.json").exists() else []
+    failed = len(stages)
+    text = (f"everything written so far is in {out}. To go on, fix stages[{failed}] in {out / 'recipe.yaml'} "
+            f"(the recipe --resume reads), then: admm-explorer run --resume {out}")
+    if stages:
+        text += f"; or start a new run from the last good checkpoint: start: {out / stages[-1]['checkpoint']}"
+    return text
+
+
 def cmd_run(args) -> int:
     from .engine.run import run_recipe
-    from .engine.session import StageFailed
+    from .errors import StageFailed, WriteFailed
 
     if args.resume is None and args.recipe is None:
         print("error: give a RECIPE (with --out DIR) or --resume DIR", file=sys.stderr)
@@ -71,9 +84,13 @@ def cmd_run(args) -> int:
                              on_session=lambda s: holder.__setitem__("session", s))
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
+        print(how_to_go_on(args.resume or args.out), file=sys.stderr)
+        return EXIT_FAILED
+    except WriteFailed as e:
         out = args.resume or args.out
-        print(f"everything written so far is in {out}; fix the recipe and resume with "
-              f"admm-explorer run --resume {out}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        print(f"everything written before is kept; free some space, then: admm-explorer run --resume {out}",
+              file=sys.stderr)
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -173,19 +190,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .recipe import RecipeError  # pydantic and yaml only: torch loads in the commands that need it
+    from .errors import AdmmExplorerError  # no imports: torch loads in the commands that need it
 
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except FileNotFoundError as e:
-        from .data import DataMissing
-
-        if not isinstance(e, DataMissing):
-            raise
+    except AdmmExplorerError as e:  # bad input found before any work (a recipe, data, a folder, a checkpoint)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

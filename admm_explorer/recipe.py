@@ -4,18 +4,16 @@ Errors are RecipeError with one line naming the field, the bad value and what is
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import RecipeError
+from .registry import did_you_mean
+
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-
-
-class RecipeError(ValueError):
-    """A recipe (or a setting from the dashboard) is invalid; the message names the field."""
 
 
 class Strict(BaseModel):
@@ -92,9 +90,8 @@ def parse_stage(data: Any, where: str) -> StageSpec:
     models = stage_models()
     kind = data["kind"]
     if kind not in models:
-        close = difflib.get_close_matches(str(kind), list(models), n=2, cutoff=0.5)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise RecipeError(f"{where}.kind = {kind!r} is not a stage kind{hint}; allowed: {', '.join(models)}")
+        raise RecipeError(f"{where}.kind = {kind!r} is not a stage kind{did_you_mean(kind, models)} (allowed: "
+                          f"{', '.join(models)})")
     try:
         return models[kind].model_validate(data)
     except ValidationError as e:

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from ..models import lookup, prunable_layers
+from ..models import prunable_layers
+from ..registry import lookup
 from .projections import support
 from .targets import TargetLike, resolve_targets
 

@@ -1,7 +1,6 @@
 """Per-layer constraints of ADMM pruning (docs/algorithms.md sections 1, 3, 4) and their resolution against a model."""
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Literal, Mapping, Union
 
@@ -9,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from torch import nn
 
 from ..models import PRUNABLE_TYPES, prunable_layers
+from ..registry import did_you_mean
 from .projections import filter_column_split, keep_count
 
 Structure = Literal["unstructured", "filter", "column", "filter+column"]
@@ -90,9 +90,7 @@ def resolve_targets(model: nn.Module, targets: Mapping[str, TargetLike]) -> dict
             raise ValueError(f"layer {name!r} is a {type(modules[name]).__name__}, which cannot be pruned: "
                              f"only {' and '.join(t.__name__ for t in PRUNABLE_TYPES)} layers can "
                              f"(prunable layers: {known})")
-        close = difflib.get_close_matches(name, list(layers), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown layer {name!r} in targets{hint} (prunable layers: {known})")
+        raise ValueError(f"unknown layer {name!r} in targets{did_you_mean(name, layers)} (prunable layers: {known})")
     default = _as_target("*", targets["*"]) if "*" in targets else None
     resolved = {}
     for name in layers:

@@ -11,12 +11,8 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from ..models import lookup
-from ..recipe import RecipeError
-
-
-class DataMissing(FileNotFoundError):
-    """A dataset is not on disk and the recipe does not allow a download."""
+from ..errors import DataMissing, RecipeError  # noqa: F401  (DataMissing: re-exported)
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -129,16 +125,15 @@ class DatasetEntry:
         return self.shape, self.classes
 
 
-DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register(entry: DatasetEntry) -> DatasetEntry:
-    DATASETS[entry.name] = entry
-    return entry
+    return DATASETS.register(entry.name, entry)
 
 
 def get_dataset(name: str) -> DatasetEntry:
-    return lookup(DATASETS, name, "dataset")
+    return DATASETS.get(name)
 
 
 def load_data(spec: DataSpec, model_input: tuple[int, int, int], model_classes: int) -> DataBundle:

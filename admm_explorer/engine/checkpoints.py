@@ -8,16 +8,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..recipe import RecipeError
+from ..errors import CheckpointError
+from .files import writing
 
 if TYPE_CHECKING:
     from .session import Session
 
 FORMAT = 1
-
-
-class CheckpointError(RecipeError):
-    """A checkpoint is unreadable, corrupt, or does not belong to the model."""
 
 
 def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
@@ -36,8 +33,12 @@ def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with writing(path, sum(v.numel() * v.element_size() for v in payload["state_dict"].values())):
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -4,7 +4,8 @@ DIR/recipe.yaml       the recipe as resolved (every default filled in)
 DIR/environment.json  versions and device
 DIR/metrics.jsonl     one JSON object per event
 DIR/checkpoints/      stage<i>-<kind>.pt after each finished stage (torch.load(weights_only=True))
-DIR/state.json        finished stages, so --resume knows where to go on
+DIR/state.json        finished stages (checkpoint paths relative to DIR), so --resume knows where to go on
+DIR/.lock             held (an OS lock) while a process writes the run: a second writer is refused
 DIR/summary.json      final accuracy, compression, per-layer counts, storage (bytes, bits per weight),
                       per-stage records (+ params/flops after purify)
 DIR/model.pt          the final model: a plain state_dict, masks applied (pruned weights are 0.0)
@@ -13,16 +14,20 @@ DIR/model_shrunk.pt   after purify: the physically shrunk model (admm_explorer.p
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..recipe import Recipe, RecipeError, dump_recipe, load_recipe, parse_recipe
+from .files import WriteFailed, read_events, write_atomic, write_json, writing
 from .events import BatchEnded, Event, RunFailed, RunFinished
 from .session import Session, StageFailed, StageRecord, check_recipe
 
@@ -51,25 +56,65 @@ def prepare_out(out: Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise RecipeError(f"--out {out} is not writable: {e.strerror or e}") from None
-    if (out / "state.json").exists():
-        raise RecipeError(f"--out {out} already holds a run; resume it with --resume {out}, or pick a new folder")
     return out
 
 
+def check_new(out: Path) -> None:
+    """A new run goes only into an empty folder (checked under the lock: two new runs cannot both pass)."""
+    if (out / "state.json").exists():
+        raise RecipeError(f"--out {out} already holds a run; resume it with --resume {out}, or pick a new folder")
+    if any(p.name != LOCK for p in out.iterdir()):
+        raise RecipeError(f"--out {out} is not empty and holds no run: pick a new or empty folder (nothing there "
+                          "was changed)")
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(out: Path):
+    """Hold an exclusive OS lock on DIR/.lock while writing the run. The OS drops it when the process ends in
+    any way (a kill included), so a lock file left behind never blocks: only a live writer does."""
+    handle = open(out / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RecipeError(f"{out} is being written by {holder}; wait for it to end or stop it "
+                          "(Ctrl-C), then resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"admm-explorer (pid {os.getpid()})")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
 class MetricsWriter:
-    """Subscriber: appends every event to metrics.jsonl (batch events too), flushing each line."""
+    """Subscriber: appends every event to metrics.jsonl (batch events too) as one line, written by one
+    os.write to a file opened for appending; a line cut short (a kill, a full disk) is dropped by
+    read_events, so no reader ever takes half an event."""
 
     def __init__(self, path: Path, batch_every: int = 1):
-        self.file = open(path, "a", buffering=1)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.batch_every = batch_every
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchEnded) and event.step % self.batch_every:
             return
-        self.file.write(json.dumps(event.as_dict(), default=float) + "\n")
+        line = (json.dumps(event.as_dict(), default=float) + "\n").encode()
+        with writing(self.path, len(line)):
+            written = os.write(self.fd, line)
+            if written != len(line):  # a short write on a full disk
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def close(self) -> None:
-        self.file.close()
+        os.close(self.fd)
 
 
 def summary(session: Session, status: str) -> dict:
@@ -100,21 +145,43 @@ def export_model(session: Session, out: Path) -> None:
 
     from ..admm import to_prune_form
 
-    torch.save({k: v.detach().cpu() for k, v in session.model.state_dict().items()}, out / "model.pt")
+    state = {k: v.detach().cpu() for k, v in session.model.state_dict().items()}
+    with writing(out / "model.pt", tensor_bytes(state)):
+        torch.save(state, out / "model.pt")
     if session.arch is not None:
         from ..prm import save_shrunk
 
-        save_shrunk(copy.deepcopy(session.model).cpu(), out / "model_shrunk.pt", base=session.arch["base"])
+        with writing(out / "model_shrunk.pt", tensor_bytes(state)):
+            save_shrunk(copy.deepcopy(session.model).cpu(), out / "model_shrunk.pt", base=session.arch["base"])
     elif session.masks:
         model = copy.deepcopy(session.model).cpu()
         to_prune_form(model, {k: v.cpu() for k, v in session.masks.items()})
-        torch.save({k: v.detach() for k, v in model.state_dict().items()}, out / "model_prune_form.pt")
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        with writing(out / "model_prune_form.pt", tensor_bytes(state)):
+            torch.save(state, out / "model_prune_form.pt")
 
 
-def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+def tensor_bytes(state: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def stage_rows(records: list[StageRecord], out: Path) -> list[dict]:
+    """state.json's stages: checkpoint paths relative to the run folder, so a moved or copied run resumes
+    from its own files."""
+    rows = []
+    for record in records:
+        row = record.as_dict()
+        if row["checkpoint"]:
+            row["checkpoint"] = Path(os.path.relpath(row["checkpoint"], out)).as_posix()
+        rows.append(row)
+    return rows
+
+
+def own_checkpoint(out: Path, stored: str) -> Path:
+    """A checkpoint named in state.json, inside this run folder (older runs stored it as the path it had when
+    written: then the file of that name in this folder's checkpoints/ is the one)."""
+    path = Path(stored)
+    return out / path if not path.is_absolute() else out / "checkpoints" / path.name
 
 
 def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = None, resume: Path | None = None,
@@ -125,38 +192,53 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
     Raises RecipeError before any work for a bad recipe, data or folder; StageFailed when a stage fails
     (everything written so far is kept and the run can be resumed after a fix).
     """
-    done: list[dict] = []
     if resume is not None:
         out = Path(resume)
         if not (out / "state.json").exists():
             raise RecipeError(f"--resume {out}: no state.json there; it is not a run folder")
-        state = json.loads((out / "state.json").read_text())
-        if state.get("status") == "finished":
-            raise RecipeError(f"--resume {out}: that run already finished")
-        recipe = load_recipe(out / "recipe.yaml")
-        done = state["stages"]
-        if done:
-            recipe = recipe.model_copy(update={"start": Path(done[-1]["checkpoint"])})
-        truncate_metrics(out / "metrics.jsonl", len(done))
-    else:
-        if out is None:
-            raise RecipeError("--out is required for a new run")
-        if isinstance(recipe, dict):
-            recipe = parse_recipe(recipe)
-        elif not isinstance(recipe, Recipe):
-            recipe = load_recipe(recipe)
-        check_recipe(recipe)
-        out = prepare_out(out)
+        with locked(out):
+            return _resume(out, subscribers, on_session)
+    if out is None:
+        raise RecipeError("--out is required for a new run")
+    if isinstance(recipe, dict):
+        recipe = parse_recipe(recipe)
+    elif not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    check_recipe(recipe)
+    out = prepare_out(out)
+    check_new(out)  # before the lock file exists in someone's folder
+    with locked(out):
+        check_new(out)  # again under the lock: of two new runs on one folder, the second is refused
         (out / "recipe.yaml").write_text(dump_recipe(recipe))
+        return _run(recipe, out, [], subscribers, on_session)
+
+
+def _resume(out: Path, subscribers, on_session) -> dict:
+    state = json.loads((out / "state.json").read_text())
+    if state.get("status") == "finished":
+        raise RecipeError(f"--resume {out}: that run already finished")
+    recipe = load_recipe(out / "recipe.yaml")
+    done = state["stages"]
+    if done:
+        start = own_checkpoint(out, done[-1]["checkpoint"])
+        if not start.exists():
+            raise RecipeError(f"--resume {out}: its last checkpoint {start} is missing")
+        recipe = recipe.model_copy(update={"start": start})
+    truncate_metrics(out / "metrics.jsonl", len(done))
+    return _run(recipe, out, done, subscribers, on_session)
+
+
+def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -> dict:
     session = Session(recipe, run_dir=out)
-    session.records = [StageRecord(**r) for r in done]
+    session.records = [StageRecord(**{**r, "checkpoint": str(own_checkpoint(out, r["checkpoint"]))
+                                      if r["checkpoint"] else None}) for r in done]
     session.stage_index = len(done)
     if on_session is not None:
         on_session(session)
     write_json(out / "environment.json", environment(session.device))
     writer = MetricsWriter(out / "metrics.jsonl")
     unsubscribe = [session.subscribe(writer)] + [session.subscribe(fn) for fn in subscribers]
-    state = {"status": "running", "stages": [r.as_dict() for r in session.records]}
+    state = {"status": "running", "stages": stage_rows(session.records, out)}
     status = "finished"
     try:
         write_json(out / "state.json", state)
@@ -174,7 +256,7 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
             if record.status == "stopped":
                 status = "stopped"
                 break
-            state["stages"].append(record.as_dict())
+            state["stages"] = stage_rows(session.records, out)
             write_json(out / "state.json", state)
             write_json(out / "summary.json", summary(session, "running"))
         result = summary(session, status)
@@ -185,6 +267,14 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
         write_json(out / "summary.json", result)
         session.emit(RunFinished(status=status, summary=result))
         return result
+    except WriteFailed:
+        # what was written stays; the run is resumable once there is space again
+        state["status"] = "stopped"
+        try:
+            write_json(out / "state.json", state)
+        except WriteFailed:
+            pass  # state.json keeps its last complete version ("running"), which --resume accepts as well
+        raise
     finally:
         for fn in unsubscribe:
             fn()
@@ -192,15 +282,15 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
 
 
 def truncate_metrics(path: Path, finished_stages: int) -> None:
-    """Drop the events of the stage that was interrupted, so a resumed run's metrics match an uninterrupted one."""
+    """Drop the events of the stage that was interrupted, so a resumed run's metrics match an uninterrupted one;
+    a torn last line (the process was killed while writing it) is dropped, and said so."""
+    events, torn = read_events(path)
+    if torn:
+        print(f"note: the last line of {path} was cut off when the run was interrupted; it was dropped",
+              file=sys.stderr)
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        event = json.loads(line)
-        stage = event.get("stage")
-        if stage is None and event["kind"] not in ("run_finished", "run_failed"):
-            kept.append(line)
-        elif stage is not None and stage < finished_stages:
-            kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept))
+    kept = [event for event in events
+            if (event.get("stage") is None and event["kind"] not in ("run_finished", "run_failed"))
+            or (event.get("stage") is not None and event["stage"] < finished_stages)]
+    write_atomic(path, "".join(json.dumps(event, default=float) + "\n" for event in kept))

@@ -18,13 +18,10 @@ from torch import nn
 
 from ..data import DataBundle, DataSpec, check_holdout, get_dataset, load_data
 from ..models import build_model, get_model_spec, layer_macs, prunable_layers
-from ..recipe import OptimizerSpec, Recipe, RecipeError, StageSpec
+from ..errors import RecipeError, StageFailed
+from ..recipe import OptimizerSpec, Recipe, StageSpec
 from . import checkpoints
 from .events import BatchEnded, EvaluationDone, Event, RunStarted, StageEnded, StageStarted
-
-
-class StageFailed(RuntimeError):
-    """A stage could not go on (a NaN/inf loss, a diverging ADMM); the message says why and what to change."""
 
 
 def resolve_device(name: str) -> torch.device:

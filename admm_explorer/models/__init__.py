@@ -1,11 +1,13 @@
 """Model zoo: a registry of builders (name -> nn.Module) that know their input and prunable layers."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
+
+from ..errors import UnknownName  # noqa: F401  (re-exported: admm_explorer.models.UnknownName)
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -18,33 +20,15 @@ class ModelSpec:
     pretrained_available: bool = False
 
 
-MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in MODELS:
-        raise ValueError(f"model {spec.name!r} registered twice")
-    MODELS[spec.name] = spec
-    return spec
-
-
-class UnknownName(KeyError):
-    """A registry lookup failed; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return self.args[0]
-
-
-def lookup(registry: dict, name: str, what: str):
-    if name in registry:
-        return registry[name]
-    close = difflib.get_close_matches(name, list(registry), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownName(f"unknown {what} {name!r}{hint} (known: {', '.join(sorted(registry))})")
+    return MODELS.register(spec.name, spec)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    return lookup(MODELS, name, "model")
+    return MODELS.get(name)
 
 
 def build_model(name: str, pretrained: bool = False) -> nn.Module:

@@ -20,8 +20,9 @@ import torch
 
 from ..admm.projections import global_keep_counts
 from ..engine import checkpoints
-from ..engine.session import Session, StageFailed
-from ..recipe import Recipe, RecipeError, StageSpec, dump_recipe
+from ..engine.session import Session
+from ..errors import AdmmExplorerError, RecipeError, StageFailed, UIError
+from ..recipe import Recipe, StageSpec, dump_recipe
 from .events import Activity, Notice
 
 if TYPE_CHECKING:
@@ -35,14 +36,10 @@ log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 
-class UIError(RuntimeError):
-    """A request the dashboard refuses (a stage is running, nothing to export yet); the message says why."""
-
-
 def readable(error: BaseException) -> str:
     """One line for the page: our own errors as they are, anything else prefixed with its type."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, (RecipeError, StageFailed, UIError, KeyError, FileNotFoundError, ValueError)) and text:
+    if isinstance(error, (AdmmExplorerError, KeyError, FileNotFoundError, ValueError)) and text:
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -102,7 +99,7 @@ class Controller:
                 self.post(Notice(f"display error ({readable(e)}); the run goes on"))
 
     def report(self, error: BaseException) -> None:
-        if not isinstance(error, (RecipeError, StageFailed, UIError)):
+        if not isinstance(error, AdmmExplorerError):
             log.error("dashboard action failed", exc_info=error)
         self.post(Notice(readable(error)))
 

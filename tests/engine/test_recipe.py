@@ -30,7 +30,7 @@ def test_round_trip(tmp_path):
 @pytest.mark.parametrize("data, expected", [
     ({"stages": [{"kind": "pretrain", "optimizer": {"lr": -1}}]},
      "stages[0].optimizer.lr = -1: Input should be greater than 0"),
-    ({"stages": [{"kind": "pretrian"}]}, "stages[0].kind = 'pretrian' is not a stage kind (did you mean pretrain or retrain?)"),
+    ({"stages": [{"kind": "pretrian"}]}, "stages[0].kind = 'pretrian' is not a stage kind; did you mean pretrain, retrain?"),
     ({"stages": [{"kind": "pretrain", "epoch": 3}]}, "stages[0].epoch = 3: is not a known field"),
     ({"device": "gpu"}, "device = 'gpu': String should match pattern"),
     ({"seed": -1}, "seed = -1: Input should be greater than or equal to 0"),

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
-from ...models import lookup
 from ...recipe import StageSpec
+from ...registry import Registry
 
 if TYPE_CHECKING:
     from ..session import Session, StageContext
@@ -26,16 +26,15 @@ class StageEntry:
         return math.ceil(self.epochs(spec) * batches_per_epoch)
 
 
-STAGES: dict[str, StageEntry] = {}
+STAGES: Registry[StageEntry] = Registry("stage kind")
 
 
 def register(entry: StageEntry) -> StageEntry:
-    STAGES[entry.kind] = entry
-    return entry
+    return STAGES.register(entry.kind, entry)
 
 
 def get_stage(kind: str) -> StageEntry:
-    return lookup(STAGES, kind, "stage kind")
+    return STAGES.get(kind)
 
 
 from . import dense, pruning, purify  # noqa: E402,F401  (registers the stage kinds)

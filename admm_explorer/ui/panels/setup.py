@@ -12,7 +12,7 @@ import torch
 from ...data import DATASETS
 from ...models import MODELS
 from ...recipe import parse_recipe
-from ..controller import UIError
+from ...errors import UIError
 from .base import Panel, button, labelled
 
 STARTS = ["random", "checkpoint", "pretrain now"]

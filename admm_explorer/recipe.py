@@ -4,6 +4,7 @@ Errors are RecipeError with one line naming the field, the bad value and what is
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,19 +99,46 @@ def parse_stage(data: Any, where: str) -> StageSpec:
         raise RecipeError(describe(e, where)) from None
 
 
+# pydantic's names for the members of a union ("function-after[_consistent(), LayerTarget]", "float"): they
+# mean nothing to a user, and every member reports its own error for the same field
+UNION_MEMBER = re.compile(r"^(function-\w+\[.*\]|float|int|str|bool|\w*Target|\w*Spec|list\[.*\]|dict\[.*\])$")
+WRONG_MEMBER = {"float_type", "float_parsing", "int_type", "int_parsing", "dict_type", "model_type",
+                "model_attributes_type", "string_type", "bool_type", "bool_parsing"}
+
+
 def describe(error: ValidationError, where: str = "") -> str:
-    """One line per problem: 'field.path = value: what is allowed'."""
-    lines = []
+    """One line per problem: 'field.path = value: what is allowed'. Of the errors a union's members give for
+    one field, the one from the member the value was meant for is kept."""
+    by_path: dict[str, list[dict]] = {}
     for err in error.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        parts = [str(p) for p in err["loc"] if not UNION_MEMBER.match(str(p))]
+        path = ".".join(parts)
         path = f"{where}.{path}" if where and path else (where or path)
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "is not a known field (check the spelling)"
-        lines.append(f"{path}{shown}: {message}")
+        by_path.setdefault(path, []).append(err)
+    lines = []
+    for path, errs in by_path.items():
+        if all(e["type"] in WRONG_MEMBER for e in errs) and any(p.startswith(path + ".") for p in by_path):
+            continue  # a member the value was not meant for: another member's error inside the value says why
+        meant = [e for e in errs if e["type"] not in WRONG_MEMBER] or errs
+        if len(meant) > 1 and all(e["type"] in WRONG_MEMBER for e in meant):
+            value = meant[0].get("input")
+            lines.append(f"{path} = {value!r}: must be " + " or ".join(sorted({kind(e) for e in meant})))
+            continue
+        for err in meant[:1] if len(errs) > 1 else meant:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "is not a known field (check the spelling)"
+            lines.append(f"{path}{shown}: {message}")
     return "; ".join(lines)
+
+
+def kind(err: dict) -> str:
+    return {"float_type": "a number", "float_parsing": "a number", "int_type": "an integer",
+            "int_parsing": "an integer", "dict_type": "a mapping", "model_type": "a mapping",
+            "model_attributes_type": "a mapping", "string_type": "a string", "bool_type": "true or false",
+            "bool_parsing": "true or false"}[err["type"]]
 
 
 def parse_recipe(data: dict | None, source: str = "recipe") -> Recipe:
@@ -137,10 +165,31 @@ def load_recipe(path: str | Path) -> Recipe:
     except OSError as e:
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKey as e:
+        raise RecipeError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+        raise RecipeError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     return parse_recipe(data, str(path))
+
+
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(f"line {line}: {key!r} is given twice in the same mapping (first on line "
+                                   f"{seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def dump_recipe(recipe: Recipe) -> str:

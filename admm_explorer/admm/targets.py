@@ -26,6 +26,8 @@ class LayerTarget(BaseModel):
     sparsity: float | None = None
     structure: Structure = "unstructured"
     bits: int | None = None
+    # filter pruning of a layer whose rows are the network's outputs removes classes: only when asked for
+    prune_outputs: bool = False
 
     @field_validator("sparsity")
     @classmethod

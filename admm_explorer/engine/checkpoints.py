@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .files import writing
+from ..files import load_weights_only, writing
 
 if TYPE_CHECKING:
     from .session import Session
@@ -65,14 +65,7 @@ def check_held_out(path: Path, payload: dict, session: "Session") -> None:
 
 
 def read(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120]})") from None
+    payload = load_weights_only(path)
     if isinstance(payload, dict) and "state_dict" not in payload and all(
             isinstance(v, torch.Tensor) for v in payload.values()):
         payload = {"format": FORMAT, "state_dict": payload, "masks": {}, "targets": {}, "arch": None}

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from ..recipe import Recipe, RecipeError, dump_recipe, load_recipe, parse_recipe
-from .files import WriteFailed, read_events, write_atomic, write_json, writing
+from ..files import WriteFailed, read_events, write_atomic, write_json, writing
 from .events import BatchEnded, Event, RunFailed, RunFinished
 from .session import Session, StageFailed, StageRecord, check_recipe
 
@@ -205,6 +205,9 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
     elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     check_recipe(recipe)
+    if not recipe.stages:
+        raise RecipeError("the recipe has no stages, so the run would train nothing: add at least one, e.g. "
+                          "stages: [{kind: pretrain, epochs: 20}] (docs/recipes.md)")
     out = prepare_out(out)
     check_new(out)  # before the lock file exists in someone's folder
     with locked(out):

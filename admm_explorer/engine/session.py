@@ -75,10 +75,34 @@ def check_recipe(recipe: Recipe) -> None:
     for i, stage in enumerate(recipe.stages):
         try:
             get_stage(stage.kind).check(stage, model)
+            check_output_filters(stage, model, spec.input_shape)
         except (ValueError, KeyError) as e:
             raise RecipeError(f"stages[{i}] ({stage.kind}): {e}") from None
     if recipe.start is not None:
         checkpoints.check_start(recipe.start, model)
+
+
+def check_output_filters(stage: StageSpec, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Filter pruning removes rows; the rows of a layer that produces the network's outputs are its classes.
+    Refused (ValueError) unless the layer's target says prune_outputs: true."""
+    from ..admm import resolve_targets
+
+    targets = getattr(stage, "targets", None)
+    if not targets:
+        return
+    filtered = [name for name, t in resolve_targets(model, targets).items()
+                if "filter" in t.structure and not t.prune_outputs]
+    if not filtered:
+        return
+    from ..prm.purify import output_layers
+
+    outputs = output_layers(model, torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    for name in filtered:
+        if name in outputs:
+            raise ValueError(f"targets.{name}: structure {resolve_targets(model, targets)[name].structure!r} would "
+                             f"remove rows of {name}, whose outputs are the network's outputs (its classes): use "
+                             "structure 'column' there, leave it out of '*' by naming it, or add prune_outputs: "
+                             "true to mean it")
 
 
 @dataclass
@@ -248,6 +272,7 @@ class Session:
         entry = get_stage(spec.kind)
         try:
             entry.check(spec, self.model)
+            check_output_filters(spec, self.model, self.spec.input_shape)
         except (ValueError, KeyError) as e:
             raise RecipeError(f"{spec.kind}: {e}") from None
         if not self._lock.acquire(blocking=False):

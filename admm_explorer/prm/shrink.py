@@ -12,6 +12,8 @@ import os
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+from ..files import load_weights_only
 from ..models import MODELS, build_model
 from .graph import is_depthwise
 from .paths import Plan, plan
@@ -127,9 +129,10 @@ def save_shrunk(model: nn.Module, path: str | os.PathLike, base: str | None = No
 
 def load_shrunk(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by `save_shrunk` (torch.load with weights_only=True) and load its weights."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a shrunk model saved by save_shrunk (format {payload.get('format')!r})")
+    payload = load_weights_only(path, "shrunk model")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a shrunk model saved by save_shrunk (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else None!r})")
     model = build_shrunk(payload)
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location)

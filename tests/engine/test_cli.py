@@ -40,10 +40,11 @@ def test_clear_errors(tmp_path):
     ok = write(tmp_path, {"stages": [{"kind": "pretrain", "epochs": 0.1}]})
     (tmp_path / "f").write_text("")
     assert "not writable" in one_error_line(cli("run", str(ok), "--out", str(tmp_path / "f" / "o")))
-    missing = write(tmp_path, {"model": "resnet20", "dataset": "cifar10", "data_root": str(tmp_path / "none")})
+    missing = write(tmp_path, {"model": "resnet20", "dataset": "cifar10", "data_root": str(tmp_path / "none"),
+                               "stages": [{"kind": "pretrain", "epochs": 0.1}]})
     assert "CIFAR-10 is not in" in one_error_line(cli("run", str(missing), "--out", str(tmp_path / "o2")))
     (tmp_path / "c.pt").write_bytes(b"PK\x03\x04 truncated zip")
-    corrupt = write(tmp_path, {"start": str(tmp_path / "c.pt")})
+    corrupt = write(tmp_path, {"start": str(tmp_path / "c.pt"), "stages": [{"kind": "pretrain", "epochs": 0.1}]})
     assert "corrupt" in one_error_line(cli("run", str(corrupt), "--out", str(tmp_path / "o3")))
 
 
@@ -54,3 +55,25 @@ def test_run_and_resume_from_cli(tmp_path):
     assert "test accuracy" in done.stdout
     again = cli("run", "--resume", str(tmp_path / "run"))
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_recipes_the_old_check_let_through_are_refused_before_any_work(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    for recipe in (empty, write(tmp_path, {"stages": []})):
+        line = one_error_line(cli("run", str(recipe), "--out", str(tmp_path / "o")))
+        assert "the recipe has no stages, so the run would train nothing" in line
+        assert not (tmp_path / "o").exists()
+    (tmp_path / "dup.yaml").write_text("seed: 1\nstages:\n  - kind: admm\n    targets: {conv1: 0.5, conv1: 0.9}\n")
+    assert one_error_line(cli("run", str(tmp_path / "dup.yaml"), "--out", str(tmp_path / "o"))) == (
+        f"error: {tmp_path / 'dup.yaml'}: line 4: 'conv1' is given twice in the same mapping (first on line 4); "
+        "keep one")
+    bits0 = write(tmp_path, {"stages": [{"kind": "admm", "targets": {"conv1": {"bits": 0}}}]})
+    assert one_error_line(cli("run", str(bits0), "--out", str(tmp_path / "o"))) == (
+        "error: stages[0].targets.conv1.bits = 0: bits=0 is not allowed: bits must be an integer from 1 to 8 "
+        "(1 binary, 2 ternary, 3..8 symmetric b-bit levels)")
+    classes = write(tmp_path, {"stages": [{"kind": "admm", "targets": {"*": {"sparsity": 0.5, "structure": "filter"}}}]})
+    line = one_error_line(cli("run", str(classes), "--out", str(tmp_path / "o")))
+    assert line.startswith("error: stages[0] (admm): targets.fc2: structure 'filter' would remove rows of fc2, whose "
+                           "outputs are the network's outputs (its classes)")
+    assert not (tmp_path / "o").exists()

@@ -61,3 +61,15 @@ def test_yaml_errors(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(RecipeError, match="a recipe is a mapping"):
         load_recipe(path)
+
+
+def test_filter_pruning_of_the_classifier_needs_prune_outputs():
+    from admm_explorer.engine.session import check_recipe
+
+    def stages(fc2):
+        return {"stages": [{"kind": "admm", "targets": {"conv1": {"sparsity": 0.5, "structure": "filter"}, "fc2": fc2}}]}
+
+    with pytest.raises(RecipeError, match="would remove rows of fc2"):
+        check_recipe(parse_recipe(stages({"sparsity": 0.5, "structure": "filter+column"})))
+    check_recipe(parse_recipe(stages({"sparsity": 0.5, "structure": "column"})))  # columns are inputs: fine
+    check_recipe(parse_recipe(stages({"sparsity": 0.5, "structure": "filter", "prune_outputs": True})))

@@ -98,7 +98,7 @@ def test_a_failed_write_says_which_file_keeps_the_run_and_resumes(tmp_path, full
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 104192 vs 104088")
 
     monkeypatch.setattr(checkpoints.torch, "save", disk_full)
-    monkeypatch.setattr("admm_explorer.engine.files.shutil.disk_usage",
+    monkeypatch.setattr("admm_explorer.files.shutil.disk_usage",
                         lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))  # 1 kB left
     out = tmp_path / "run"
     with pytest.raises(WriteFailed) as failure:

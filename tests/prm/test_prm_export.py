@@ -50,3 +50,15 @@ def test_onnx_export(name, run, zoo, gen, tmp_path):
         (got,) = ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(got, small(x).numpy(), atol=1e-4)
+
+
+def test_load_shrunk_refuses_a_corrupt_file_in_one_line(tmp_path):
+    from admm_explorer.errors import CheckpointError
+
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(CheckpointError, match=r"^shrunk model .*bad.pt is corrupt or not a shrunk model \(") as e:
+        load_shrunk(tmp_path / "bad.pt")
+    assert "\n" not in str(e.value)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="is not a shrunk model saved by save_shrunk"):
+        load_shrunk(tmp_path / "other.pt")

@@ -1,4 +1,5 @@
-"""Writing a run's files so that a failure (a full disk, a kill) loses nothing already written and says why."""
+"""Reading and writing the package's files: a failed write (a full disk, a kill) loses nothing already written and
+says why; a file that is not what it should be is refused in one line."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import WriteFailed
+import torch
+
+from .errors import CheckpointError, WriteFailed
 
 
 def read_events(path: Path) -> tuple[list[dict], bool]:
@@ -58,3 +61,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=float))
+
+
+def load_weights_only(path: Path, what: str = "checkpoint"):
+    """torch.load(weights_only=True) of a file we wrote; anything else (missing, truncated, a pickle with code)
+    is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise CheckpointError(f"{what} {path} is corrupt or not a {what} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,7 @@ class Session:
         self.records: list[StageRecord] = []
         self.run_dir = run_dir
         self.purify_report: dict | None = None
+        self.start_accuracy: float | None = None  # of a start checkpoint, measured before its first stage
         self._subscribers: list[Callable[[Event], None]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one stage at a time
@@ -283,19 +285,23 @@ class Session:
             ctx = StageContext(self, index, spec, entry.batches(spec, len(self.data.train_batches(0))))
             self.emit(StageStarted(stage=index, stage_kind=spec.kind, epochs=entry.epochs(spec),
                                    total_batches=ctx.total_batches))
+            if not self.records and self.recipe.start is not None and self.start_accuracy is None:
+                self.start_accuracy = self.evaluate()[1]  # what judge() compares the first stage with
             start = time.perf_counter()
             # a stage that fails, in any way, hands back the model, masks and targets it started from
             saved = (self.model, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                      dict(self.masks), dict(self.targets), self.arch, set(self.quantized))
             try:
                 entry.run(self, spec, ctx)
+                seconds = time.perf_counter() - start
+                _, accuracy = self.evaluate()
+                status = "stopped" if self.stop_requested else "finished"
+                if status == "finished":
+                    self.judge(index, spec, accuracy, entry.epochs(spec))
             except BaseException:
                 self.model, state, self.masks, self.targets, self.arch, self.quantized = saved
                 self.model.load_state_dict(state)
                 raise
-            seconds = time.perf_counter() - start
-            _, accuracy = self.evaluate()
-            status = "stopped" if self.stop_requested else "finished"
             path = None
             if checkpoint_dir is not None and status == "finished":
                 path = checkpoints.save(self, checkpoint_dir / f"stage{index}-{spec.kind}.pt", index, spec.kind)
@@ -312,6 +318,29 @@ class Session:
             self._lock.release()
 
 
+    def judge(self, index: int, spec: StageSpec, accuracy: float, epochs: float) -> None:
+        """A stage that trained the network into uselessness fails (StageFailed) instead of passing as finished:
+        test accuracy at chance although the stage started above it, or after a full epoch of pretraining from
+        scratch; an ADMM stage more than 20 points below the accuracy it started from (before any pruning:
+        rho too large). FakeData's random labels make accuracy meaningless: not judged."""
+        if self.recipe.dataset == "fake" or spec.kind == "purify":
+            return
+        chance = 1 / self.data.num_classes
+        before = self.records[-1].accuracy if self.records else self.start_accuracy
+        where = f"stage {index} ({spec.kind})"
+        if accuracy <= 1.5 * chance and before is not None and before > 2 * chance:
+            raise StageFailed(f"{where}: the test accuracy fell from {before:.2%} to {accuracy:.2%} (chance is "
+                              f"{chance:.0%}); the stage was undone. Lower its learning rate"
+                              + (" or rho." if spec.kind in ("admm", "reweighted", "progressive") else "."))
+        if accuracy <= 1.5 * chance and before is None and spec.kind == "pretrain" and epochs >= 1:
+            raise StageFailed(f"{where}: after {epochs:g} epochs the test accuracy is {accuracy:.2%}, chance level "
+                              "(the network learned nothing); the stage was undone. Lower the learning rate.")
+        if spec.kind in ("admm", "reweighted") and before is not None and before - accuracy > 0.2:
+            raise StageFailed(f"{where}: ADMM lowered the test accuracy from {before:.2%} to {accuracy:.2%} before "
+                              f"any weight was pruned; the stage was undone. rho is likely too large (max "
+                              f"{spec.rho.max:g}): lower rho.max or rho.init.")
+
+
 def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if spec.name == "sgd":
@@ -325,6 +354,31 @@ def make_scheduler(spec: OptimizerSpec, optimizer, epochs: int):
     if spec.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     return None
+
+
+class DivergenceWatch:
+    """A loss that runs away without becoming NaN (too high a learning rate or rho): the mean task loss over
+    the last `window` batches stays above max(10 x the phase's first batch loss (computed before any step),
+    2 ln(classes), twice the loss of guessing uniformly) for `window` batches in a row. Phases shorter than
+    two windows are not judged."""
+
+    def __init__(self, num_classes: int, budget: int):
+        self.window = min(50, max(10, budget // 10))
+        self.floor = 2 * math.log(num_classes)
+        self.recent: deque[float] = deque(maxlen=self.window)
+        self.start: float | None = None
+        self.above = 0
+
+    def diverged(self, loss: float) -> tuple[float, float] | None:
+        """(the phase's first loss, the current mean loss) once the loss has diverged, else None."""
+        if self.start is None:
+            self.start = loss
+        self.recent.append(loss)
+        if len(self.recent) < self.window:
+            return None
+        mean = sum(self.recent) / self.window
+        self.above = self.above + 1 if mean > max(10 * self.start, self.floor) else 0
+        return (self.start, mean) if self.above >= self.window else None
 
 
 def at_multiple(done: int, every_epochs: float, batches_per_epoch: int) -> bool:
@@ -365,6 +419,7 @@ class StageContext:
         batches_per_epoch = len(s.data.train_batches(0))
         budget = round(epochs * batches_per_epoch)
         eval_every = self.spec.eval_every
+        watch = DivergenceWatch(s.data.num_classes, budget)
         done = 0
         model.train()
         for epoch in range(n_epochs):
@@ -395,6 +450,15 @@ class StageContext:
                             " Lower the learning rate (or rho, in an ADMM stage).")
                     raise StageFailed(f"stage {self.index} ({self.spec.kind}, {phase}): the loss became "
                                       f"{total_value} at epoch {epoch + 1}, batch {done + 1}; stopped.{hint}")
+                runaway = watch.diverged(loss_value)
+                if runaway is not None:
+                    lr_now = optimizer_.param_groups[0]["lr"]
+                    cause = (f"rho (the ADMM penalty is {total_value - loss_value:.3g} of the loss) or the learning "
+                             f"rate ({lr_now:g}) is likely too high" if extra is not None else
+                             f"the learning rate ({lr_now:g}) is likely too high")
+                    raise StageFailed(f"stage {self.index} ({self.spec.kind}, {phase}): training diverged: the loss "
+                                      f"rose from {runaway[0]:.3g} to {runaway[1]:.3g} over the last {watch.window} "
+                                      f"batches (epoch {epoch + 1}, batch {done + 1}); stopped: {cause}.")
                 optimizer_.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer_.step()

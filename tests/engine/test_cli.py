@@ -77,3 +77,17 @@ def test_recipes_the_old_check_let_through_are_refused_before_any_work(tmp_path)
     assert line.startswith("error: stages[0] (admm): targets.fc2: structure 'filter' would remove rows of fc2, whose "
                            "outputs are the network's outputs (its classes)")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_stage_says_how_to_go_on(tmp_path):
+    recipe = write(tmp_path, {"device": "cpu", "stages": [
+        {"kind": "pretrain", "epochs": 0.1},
+        {"kind": "pretrain", "epochs": 1, "optimizer": {"name": "adam", "lr": 10.0}}]})
+    failed = cli("run", str(recipe), "--out", str(tmp_path / "o"), "--quiet")
+    assert failed.returncode == 1
+    error, hint = failed.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: stage 1 (pretrain, train): training diverged")
+    out = tmp_path / "o"
+    assert hint == (f"everything written so far is in {out}. To go on, fix stages[1] in {out / 'recipe.yaml'} (the "
+                    f"recipe --resume reads), then: admm-explorer run --resume {out}; or start a new run from the "
+                    f"last good checkpoint: start: {out / 'checkpoints' / 'stage0-pretrain.pt'}")

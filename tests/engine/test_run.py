@@ -160,3 +160,27 @@ def test_a_validation_set_is_never_one_the_start_checkpoint_trained_on(tmp_path)
         Session(recipe(start=held, validation=200))  # another count draws other examples
     assert Session(recipe(start=held, validation=300)).data.n_validation == 300
     assert Session(recipe(start=trained_on_all)).data.validation_batches is None  # no validation: no constraint
+
+
+def test_divergence_without_nan_fails_the_stage_and_names_the_cause(tmp_path):
+    runaway = recipe(stages=[{"kind": "pretrain", "epochs": 1, "optimizer": {"name": "adam", "lr": 10.0}}])
+    with pytest.raises(StageFailed, match=r"training diverged: the loss rose from 2\.\d+ to .* the learning rate "
+                                          r"\(10\) is likely too high"):
+        run_recipe(runaway, out=tmp_path / "lr")
+    assert json.loads((tmp_path / "lr" / "state.json").read_text())["status"] == "failed"
+    frozen = recipe(stages=[{"kind": "pretrain", "epochs": 1, "optimizer": {"name": "sgd", "lr": 1e-9}}])
+    with pytest.raises(StageFailed, match=r"after 1 epochs the test accuracy is .*chance level"):
+        run_recipe(frozen, out=tmp_path / "chance")
+
+
+def test_an_admm_stage_that_wrecks_the_network_is_undone(pretrained):
+    from admm_explorer.engine.stages.pruning import AdmmSpec
+
+    session = Session(recipe(stages=[], start=pretrained))
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    huge_rho = AdmmSpec(epochs=0.5, update_every=0.1, rho={"init": 1000, "max": 1000, "schedule": "constant"},
+                        targets={"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93})
+    with pytest.raises(StageFailed, match=r"ADMM lowered the test accuracy from 9\d\.\d+% to .* rho is likely too "
+                                          r"large \(max 1000\)"):
+        session.run_stage(huge_rho)
+    assert all(torch.equal(before[k], v) for k, v in session.model.state_dict().items())

@@ -156,6 +156,8 @@ class Session:
         self.run_dir = run_dir
         self.purify_report: dict | None = None
         self.start_accuracy: float | None = None  # of a start checkpoint, measured before its first stage
+        self.weights_version = 0  # counts stages run: the weights may have changed since storage() was cached
+        self._storage: tuple[int, dict] | None = None
         self._subscribers: list[Callable[[Event], None]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one stage at a time
@@ -234,10 +236,14 @@ class Session:
 
     def storage(self) -> dict:
         """The model's size coded as admm.storage describes: bytes compressed and of the dense float32
-        network this session started from (also after P-RM shrank it), bits per original prunable weight."""
+        network this session started from (also after P-RM shrank it), bits per original prunable weight.
+        Computed once per model state (weights change only inside run_stage): on resnet50 it takes seconds,
+        and a stage's end, the run's summary and the state file all report it."""
         from ..admm.storage import model_storage
 
-        return model_storage(self.model, self.dense_params, self.dense_weights)
+        if self._storage is None or self._storage[0] != self.weights_version:
+            self._storage = (self.weights_version, model_storage(self.model, self.dense_params, self.dense_weights))
+        return self._storage[1]
 
     def compression(self) -> float:
         """Prunable weights of the dense model / nonzero prunable weights now."""
@@ -285,6 +291,7 @@ class Session:
             ctx = StageContext(self, index, spec, entry.batches(spec, len(self.data.train_batches(0))))
             self.emit(StageStarted(stage=index, stage_kind=spec.kind, epochs=entry.epochs(spec),
                                    total_batches=ctx.total_batches))
+            self.weights_version += 1
             if not self.records and self.recipe.start is not None and self.start_accuracy is None:
                 self.start_accuracy = self.evaluate()[1]  # what judge() compares the first stage with
             start = time.perf_counter()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from admm_explorer.admm.storage import model_storage, relative_index_entries, tensor_storage, value_cost
+from admm_explorer.admm.storage import gaps_of, model_storage, relative_index_entries, tensor_storage, value_cost
 from admm_explorer.models import build_model
 
 
@@ -21,10 +21,10 @@ def test_value_cost_prefers_a_codebook_only_when_it_is_smaller():
 
 def test_relative_index_counts_filler_entries():
     positions = torch.tensor([0, 3, 20, 21])  # gaps from -1: 1, 3, 17, 1
-    assert relative_index_entries(positions, 2) == 1 + 1 + 5 + 1  # ceil(17 / 4) = 5
-    assert relative_index_entries(positions, 4) == 1 + 1 + 2 + 1
-    assert relative_index_entries(positions, 5) == 4
-    assert relative_index_entries(torch.tensor([], dtype=torch.long), 3) == 0
+    assert relative_index_entries(gaps_of(positions), 2) == 1 + 1 + 5 + 1  # ceil(17 / 4) = 5
+    assert relative_index_entries(gaps_of(positions), 4) == 1 + 1 + 2 + 1
+    assert relative_index_entries(gaps_of(positions), 5) == 4
+    assert relative_index_entries(gaps_of([]), 3) == 0
 
 
 def test_dense_float_tensor_costs_32_bits_a_weight():
@@ -46,7 +46,7 @@ def test_sparse_tensor_picks_the_cheapest_position_coding():
     w[::100] = torch.arange(1.0, 11.0)
     s = tensor_storage(w)
     bitmap = 1000 + 10 * 32
-    best_relative = min(relative_index_entries(torch.arange(0, 1000, 100), g) * (g + 32) for g in range(1, 11))
+    best_relative = min(relative_index_entries(gaps_of(torch.arange(0, 1000, 100)), g) * (g + 32) for g in range(1, 11))
     assert best_relative < bitmap
     assert s["bits"] == best_relative and s["positions"] == "relative7"  # 2^7 = 128 >= 100: no fillers
     assert s["bits"] == 10 * (7 + 32)
@@ -60,7 +60,7 @@ def test_sparse_tensor_picks_the_cheapest_position_coding():
     nz = torch.nonzero(w).squeeze(1)
     s = tensor_storage(w)
     assert s["positions"] == "bitmap" and s["bits"] == 2000 + nz.numel() * 32
-    assert all(relative_index_entries(nz, g) * (g + 32) > s["bits"] for g in range(1, 12))
+    assert all(relative_index_entries(gaps_of(nz), g) * (g + 32) > s["bits"] for g in range(1, 12))
     assert tensor_storage(torch.zeros(7))["bits"] == 0
 
 
@@ -69,7 +69,7 @@ def test_fillers_add_a_zero_level_to_the_codebook():
     w[[0, 40]] = torch.tensor([1.0, -1.0])  # gaps 1 and 40
     s = tensor_storage(w)
     # g = 5: 1 + 2 entries (one filler), 3 values {1, -1, 0} -> 2-bit codes + 96 bits codebook
-    options = {g: relative_index_entries(torch.tensor([0, 40]), g) for g in range(1, 7)}
+    options = {g: relative_index_entries(gaps_of(torch.tensor([0, 40])), g) for g in range(1, 7)}
     assert options[5] == 3 and options[6] == 2
     costs = {g: e * g + min(e * 32, e * max(1, math.ceil(math.log2(2 + (e > 2)))) + 32 * (2 + (e > 2)))
              for g, e in options.items()}
@@ -80,7 +80,7 @@ def test_fillers_add_a_zero_level_to_the_codebook():
     w = torch.where(torch.rand(400_000) < 0.5, 0.1, -0.1) * (torch.rand(400_000) < 0.01)
     nz = torch.nonzero(w).squeeze(1)
     s = tensor_storage(w)
-    entries = relative_index_entries(nz, 8)
+    entries = relative_index_entries(gaps_of(nz), 8)
     assert s["positions"] == "relative8" and entries > nz.numel()
     assert s["value_bits"] == 2 and s["bits"] == entries * (8 + 2) + 3 * 32
 

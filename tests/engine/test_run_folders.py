@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -139,3 +140,55 @@ def test_resume_drops_a_torn_last_line_and_says_so(tmp_path, full, capsys):
     assert run_recipe(None, resume=out)["status"] == "finished"
     assert "the last line of" in capsys.readouterr().err
     assert comparable(out) == comparable(full)
+
+
+class Payload:
+    """A pickle that runs code when loaded without weights_only: it would create the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_is_refused_everywhere_a_checkpoint_is_read(tmp_path):
+    import torch
+
+    from admm_explorer.errors import CheckpointError
+    from admm_explorer.prm import load_shrunk
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="is corrupt or not a checkpoint"):
+        run_recipe(parse_recipe({"device": "cpu", "start": str(evil), "stages": STAGES}), out=tmp_path / "a")
+    with pytest.raises(CheckpointError, match="is corrupt or not a shrunk model"):
+        load_shrunk(evil)
+    out = stopped_run(tmp_path / "run")
+    torch.save({"state_dict": Payload(marker)}, out / "checkpoints" / "stage0-pretrain.pt")
+    with pytest.raises(CheckpointError, match="is corrupt or not a checkpoint"):
+        run_recipe(None, resume=out)
+    assert not marker.exists()
+
+
+def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
+    long = {"device": "cpu", "seed": 1, "stages": [STAGES[0], {"kind": "pretrain", "epochs": 1}]}  # time to kill
+    full = tmp_path / "full"
+    run_recipe(parse_recipe(long), out=full)
+    (tmp_path / "r.json").write_text(json.dumps(long))
+    command = [sys.executable, "-m", "admm_explorer.cli", "run", "r.json", "--out", "o", "--quiet"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "o" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and '"stage": 1' in metrics.read_text()):  # inside the second stage
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run([sys.executable, "-m", "admm_explorer.cli", "run", "--resume", "o", "--quiet"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(tmp_path / "o") == comparable(full)
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["accuracy"] == \
+        json.loads((full / "summary.json").read_text())["accuracy"]

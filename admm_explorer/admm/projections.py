@@ -90,8 +90,8 @@ def _band_top_mask(a: Tensor, k: int) -> Optional[Tensor]:
     if above > k:
         return None
     band = torch.nonzero((a > t_lo).logical_xor_(mask)).squeeze(1)  # (b,) increasing indices, t_lo < a <= t_hi
-    if above + band.numel() < k:
-        return None
+    if above + band.numel() < k or band.numel() == n:  # missed, or heavy ties made the band everything
+        return None  # (recursing on a band as large as the input would never end)
     mask[band[top_mask(a[band], k - above)]] = True
     return mask
 

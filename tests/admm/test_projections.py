@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import torch
@@ -347,3 +348,49 @@ def test_global_keep_counts_is_one_threshold_over_all_layers():
         expected = {name: max(1, int((s >= threshold).sum())) for name, s in scores.items()}
         assert counts == expected
     assert P.global_keep_counts(scores, 5)["c"] == 1  # a layer is never cut off
+
+
+def brute_top_mask(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest, ties to the lower index: a stable sort on -a."""
+    order = sorted(range(a.numel()), key=lambda i: (-float(a[i]), i))
+    mask = torch.zeros(a.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask
+
+
+@pytest.mark.parametrize("n", [7, 1000, 70_000])
+def test_top_mask_returns_quickly_and_exactly_on_adversarial_inputs(n):
+    g = torch.Generator().manual_seed(n)
+    inputs = {
+        "all equal": torch.full((n,), 0.25),
+        "all zero": torch.zeros(n),
+        "one distinct value": torch.cat([torch.full((n - 1,), 0.5), torch.tensor([2.0])]),
+        "binarised, 99.9% ties": torch.where(torch.rand(n, generator=g) < 0.999, 1.0, 0.5),
+        "ties at the threshold": torch.cat([torch.rand(n // 2, generator=g) + 2, torch.ones(n - n // 2)]),
+        "random": torch.rand(n, generator=g),
+    }
+    ks = sorted({0, 1, 2, n // 2, n - 2, n - 1, n, n - n // 500})
+    for name, a in inputs.items():
+        for k in ks:
+            start = time.perf_counter()
+            mask = P.top_mask(a, k)
+            assert time.perf_counter() - start < 5, (name, k)
+            assert int(mask.sum()) == min(max(k, 0), n), (name, k)
+            if n <= 1000:
+                assert torch.equal(mask, brute_top_mask(a, k)), (name, k)
+            else:  # the same set as an independent stable ordering of (-a, index)
+                order = torch.argsort(-a, stable=True)
+                expected = torch.zeros(n, dtype=torch.bool)
+                expected[order[:k]] = True
+                assert torch.equal(mask, expected), (name, k)
+
+
+def test_binarised_fc1_at_tiny_sparsity_projects():
+    # the reported cases: fc1 500x800 with every |w| equal at sparsity 0.002, and 70,000 zeros with k = 69,800,
+    # raised RecursionError after 21 s
+    w = torch.where(torch.rand(500, 800, generator=torch.Generator().manual_seed(0)) < 0.5, -0.1, 0.1)
+    start = time.perf_counter()
+    z = unstructured(w, 0.002)
+    assert time.perf_counter() - start < 5
+    assert int(torch.count_nonzero(z)) == 400_000 - 800
+    assert int(P.top_mask(torch.zeros(70_000), 69_800).sum()) == 69_800

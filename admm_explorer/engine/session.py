@@ -329,8 +329,10 @@ class Session:
         """A stage that trained the network into uselessness fails (StageFailed) instead of passing as finished:
         test accuracy at chance although the stage started above it, or after a full epoch of pretraining from
         scratch; an ADMM stage more than 20 points below the accuracy it started from (before any pruning:
-        rho too large). FakeData's random labels make accuracy meaningless: not judged."""
-        if self.recipe.dataset == "fake" or spec.kind == "purify":
+        rho too large). Only stages that prune nothing are judged: a hard prune to an extreme rate with a
+        short retrain may end at chance by the user's choice. FakeData's random labels make accuracy
+        meaningless: not judged."""
+        if self.recipe.dataset == "fake" or spec.kind not in ("pretrain", "admm", "reweighted"):
             return
         chance = 1 / self.data.num_classes
         before = self.records[-1].accuracy if self.records else self.start_accuracy
@@ -338,7 +340,7 @@ class Session:
         if accuracy <= 1.5 * chance and before is not None and before > 2 * chance:
             raise StageFailed(f"{where}: the test accuracy fell from {before:.2%} to {accuracy:.2%} (chance is "
                               f"{chance:.0%}); the stage was undone. Lower its learning rate"
-                              + (" or rho." if spec.kind in ("admm", "reweighted", "progressive") else "."))
+                              + (" or rho." if spec.kind != "pretrain" else "."))
         if accuracy <= 1.5 * chance and before is None and spec.kind == "pretrain" and epochs >= 1:
             raise StageFailed(f"{where}: after {epochs:g} epochs the test accuracy is {accuracy:.2%}, chance level "
                               "(the network learned nothing); the stage was undone. Lower the learning rate.")

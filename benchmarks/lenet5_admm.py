@@ -9,16 +9,25 @@ ADMM 30 (Z/U every epoch) + 20 masked retrain; magnitude one-shot: 50 masked ret
 3 x 16.7; progressive ADMM (twice that): 2 steps of 30 ADMM + 20 retrain, geometric plan; reweighted ADMM
 (our reconstruction of paper 4): 30 epochs (constant rho 0.01, lam 1e-5, eps 1e-3) whose final global
 top-k sets the per-layer rates, + 20 masked retrain. Per-layer rates beyond 71.2x: see rates().
-Results go to benchmarks/results/*.json.
+Results go to benchmarks/results/*.json. Runs are cached in runs/bench-lenet5/<name>-<key>/, the key a hash of
+the whole protocol (see cached()): a changed recipe, data, start or code version never reuses an old run.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
+import shutil
 import statistics
 from pathlib import Path
 
+import torch
+
+import admm_explorer
 from admm_explorer.engine import run_recipe
+from admm_explorer.engine.session import resolve_device
+from admm_explorer.recipe import parse_recipe
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -69,24 +78,71 @@ def base(seed: int, validation: int = 0) -> dict:
 
 def dense(seed: int, validation: int = 0, optimizer: dict = ADAM) -> tuple[Path, float]:
     schedule = optimizer.get("schedule", "none")
-    out = RUNS / (f"dense-s{seed}" + (f"-v{validation}" if validation else "") +
-                  (f"-{schedule}" if schedule != "none" else ""))
-    if not (out / "summary.json").exists():
-        run_recipe({**base(seed, validation), "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": optimizer}]},
-                   out=out)
-    summary = json.loads((out / "summary.json").read_text())
+    name = (f"dense-s{seed}" + (f"-v{validation}" if validation else "")
+            + (f"-{schedule}" if schedule != "none" else ""))
+    out, summary = cached(name, {**base(seed, validation),
+                                 "stages": [{"kind": "pretrain", "epochs": 20, "optimizer": optimizer}]})
     return out / "checkpoints" / "stage0-pretrain.pt", summary["accuracy"]
 
 
 def pruned(method: str, compression: float, seed: int, start: Path) -> dict:
-    out = RUNS / f"{method}-{compression:g}x-s{seed}"
-    if not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["status"] != "finished":
+    recipe = {**base(seed), "start": str(start), "stages": method_stages(method, compression, seed)}
+    return cached(f"{method}-{compression:g}x-s{seed}", recipe)[1]
+
+
+@functools.lru_cache(maxsize=None)
+def fingerprint(path: str) -> str:
+    """sha256 of a file, or of a folder's files (names and contents), 16 hex digits."""
+    h, p = hashlib.sha256(), Path(path)
+    for f in sorted(q for q in ([p] if p.is_file() else p.rglob("*")) if q.is_file()):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def sample_fingerprint() -> str:
+    from admm_explorer.data.mnist import mnist_sample
+
+    x, y = mnist_sample()
+    return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
+
+
+def cache_key(recipe: dict) -> dict:
+    """What a cached run depends on: the recipe with every default filled in (model, data settings, seed,
+    stages with their rates, epochs, rho, optimisers), the contents of its data, its start checkpoint
+    (named by its own run's key) and the code (admm_explorer and torch versions)."""
+    resolved = parse_recipe(recipe).resolved()
+    data = {}
+    if resolved["dataset"] == "mnist-sample":
+        data["mnist-sample"] = sample_fingerprint()
+    for field in ("test_root", "data_root"):
+        if resolved[field] is not None:
+            data[field] = fingerprint(resolved[field])
+    if resolved["start"] is not None:  # the start's run folder name holds its key; relative: the checkout may move
+        start = Path(resolved["start"])
+        resolved["start"] = str(start.relative_to(RUNS)) if start.is_relative_to(RUNS) else fingerprint(str(start))
+    for field in ("test_root", "data_root"):  # the contents count (above), not where they lie
+        resolved[field] = None if resolved[field] is None else Path(resolved[field]).name
+    return {"recipe": resolved, "data": data, "device": resolve_device(resolved["device"]).type,
+            "admm_explorer": admm_explorer.__version__, "torch": torch.__version__}
+
+
+def cached(name: str, recipe: dict) -> tuple[Path, dict]:
+    """(run folder, summary) of `recipe`, run into RUNS/<name>-<hash of cache_key(recipe)> unless a finished run
+    with the same key is there. The key is also written to the folder (cache_key.json) and checked on reuse."""
+    key = cache_key(recipe)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    out = RUNS / f"{name}-{digest}"
+    key_file = out / "cache_key.json"
+    reusable = ((out / "summary.json").exists() and key_file.exists()
+                and json.loads(key_file.read_text()) == key
+                and json.loads((out / "summary.json").read_text())["status"] == "finished")
+    if not reusable:
         if out.exists():
-            import shutil
             shutil.rmtree(out)
-        recipe = {**base(seed), "start": str(start), "stages": method_stages(method, compression, seed)}
         run_recipe(recipe, out=out)
-    return json.loads((out / "summary.json").read_text())
+        key_file.write_text(json.dumps(key, indent=2, sort_keys=True))
+    return out, json.loads((out / "summary.json").read_text())
 
 
 def save(name: str, data) -> None:

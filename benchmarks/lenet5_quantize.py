@@ -9,15 +9,13 @@ Same protocol as benchmarks/lenet5_admm.py: the same 20-epoch dense start, then 
 - paper 1's rates (71.2x) with 3-bit nonzeros: the same, with the sparsity targets.
 Prints accuracy against the dense start, distinct values per layer and the compressed size in bytes
 (admm_explorer.admm.storage) against the dense float32 model. Results: benchmarks/results/lenet5_quantize.json.
+Runs are cached under runs/bench-lenet5/ by lenet5_admm.cached (the key covers the whole protocol).
 """
 from __future__ import annotations
 
 import argparse
-import json
 
-from lenet5_admm import ADAM, PAPER, RHO, RUNS, base, dense, save
-
-from admm_explorer.engine import run_recipe
+from lenet5_admm import ADAM, PAPER, RHO, base, cached, dense, save
 
 
 def stages(targets: dict) -> list[dict]:
@@ -27,13 +25,7 @@ def stages(targets: dict) -> list[dict]:
 
 def run(name: str, targets: dict, seed: int) -> dict:
     start, _ = dense(seed)
-    out = RUNS / f"{name}-s{seed}"
-    if not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["status"] != "finished":
-        if out.exists():
-            import shutil
-            shutil.rmtree(out)
-        run_recipe({**base(seed), "start": str(start), "stages": stages(targets)}, out=out)
-    return json.loads((out / "summary.json").read_text())
+    return cached(f"{name}-s{seed}", {**base(seed), "start": str(start), "stages": stages(targets)})[1]
 
 
 def main() -> None:

@@ -12,16 +12,13 @@ physically shrunk one. Weight compression = prunable weights of the dense networ
 the papers' rate: column-pruned zeros inside the channels that stay count as removed (a compact GEMM
 drops those columns; our shrink removes whole channels only).
 Results: benchmarks/results/prm_lenet5.json (prm_lenet5_tau_on_test.json with --validation 0).
+Runs are cached under runs/bench-lenet5/ by lenet5_admm.cached (the key covers the whole protocol).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 
-from lenet5_admm import ADAM, RHO, RUNS, base, dense, save
-
-from admm_explorer.engine import run_recipe
+from lenet5_admm import ADAM, RHO, base, cached, dense, save
 
 # the dense start and the masked retrain end on a cosine decay: at a constant 1e-3 the last epochs' test
 # accuracy swung by 1.8 points (94.9-96.7%) on 4,000 digits, so the reference "dense" and the levels'
@@ -47,34 +44,20 @@ LEVELS = {
 }
 
 
-def finished(out) -> bool:
-    return (out / "summary.json").exists() and json.loads((out / "summary.json").read_text())["status"] == "finished"
-
-
-def fresh(out) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-
-
 def run(level: str, seed: int, validation: int) -> dict:
-    """Structured ADMM + retrain (cached), then P-RM from its checkpoint in a run of its own."""
+    """Structured ADMM + retrain (cached), then P-RM from its checkpoint in a run of its own (cached)."""
     start, _ = dense(seed, validation, ADAM_COSINE)
-    structured = RUNS / (f"prm-{level}-s{seed}" + (f"-v{validation}" if validation else "") + "-cosine")
-    if not finished(structured):
-        fresh(structured)
-        targets = {n: {"sparsity": s, "structure": st} for n, (s, st) in LEVELS[level].items()}
-        run_recipe({**base(seed, validation), "start": str(start), "stages": [
-            {"kind": "admm", "epochs": 30, "update_every": 1, "rho": RHO, "targets": targets, "optimizer": ADAM},
-            {"kind": "retrain", "epochs": 20, "optimizer": ADAM_COSINE}]}, out=structured)
-    out = structured.with_name(structured.name + "-purify")
-    if not finished(out):
-        fresh(out)
-        checkpoint = structured / "checkpoints" / "stage1-retrain.pt"
-        run_recipe({**base(seed, validation), "start": str(checkpoint), "stages": [
-            {"kind": "purify", "tolerance": 0.001, "retrain_epochs": 2, "optimizer": PURIFY_ADAM}]}, out=out)
-    return {**json.loads((out / "summary.json").read_text()),
-            "structured_accuracy": next(r["accuracy"] for r in json.loads((structured / "summary.json").read_text())
-                                        ["stages"] if r["kind"] == "retrain")}
+    suffix = f"-s{seed}" + (f"-v{validation}" if validation else "") + "-cosine"
+    targets = {n: {"sparsity": s, "structure": st} for n, (s, st) in LEVELS[level].items()}
+    structured, summary = cached(f"prm-{level}{suffix}", {**base(seed, validation), "start": str(start), "stages": [
+        {"kind": "admm", "epochs": 30, "update_every": 1, "rho": RHO, "targets": targets, "optimizer": ADAM},
+        {"kind": "retrain", "epochs": 20, "optimizer": ADAM_COSINE}]})
+    checkpoint = structured / "checkpoints" / "stage1-retrain.pt"
+    purify = {"kind": "purify", "tolerance": 0.001, "retrain_epochs": 2, "optimizer": PURIFY_ADAM}
+    _, purified = cached(f"prm-{level}{suffix}-purify",
+                         {**base(seed, validation), "start": str(checkpoint), "stages": [purify]})
+    return {**purified, "structured_accuracy": next(r["accuracy"] for r in summary["stages"]
+                                                    if r["kind"] == "retrain")}
 
 
 def main() -> None:

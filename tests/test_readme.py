@@ -4,7 +4,9 @@ from pathlib import Path
 
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+API = REPO / "docs" / "api.md"
 
 
 def test_setup_commands_first():
@@ -28,7 +30,8 @@ def test_python_example_runs(capsys):
 
 
 def test_reweighted_and_quantization_example_runs(capsys):
-    first, second = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[:2]
+    first = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    second = re.search(r"```python\n(.*?)```", API.read_text(), re.S).group(1)  # continues the README's example
     torch.manual_seed(0)
     scope: dict = {}
     exec(compile(first, "README.md", "exec"), scope)  # the model the README has trained and pruned so far

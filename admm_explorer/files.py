@@ -47,6 +47,11 @@ def writing(path: Path, needed_bytes: int):
                           f"{left})") from None
 
 
+def tensor_bytes(state: dict) -> int:
+    """Bytes of the tensors of a state dict (what writing it needs, about)."""
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` by `text` atomically (temp file + rename); a failed write removes the temp file and leaves
     the old file as it was."""

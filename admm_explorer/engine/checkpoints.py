@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..files import load_weights_only, writing
+from ..files import load_weights_only, tensor_bytes, writing
 
 if TYPE_CHECKING:
     from .session import Session
@@ -34,7 +34,7 @@ def save(session: "Session", path: Path, stage: int, kind: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     try:
-        with writing(path, sum(v.numel() * v.element_size() for v in payload["state_dict"].values())):
+        with writing(path, tensor_bytes(payload["state_dict"])):
             torch.save(payload, tmp)
             os.replace(tmp, path)
     finally:

@@ -26,8 +26,8 @@ from typing import Callable
 
 import torch
 
+from ..files import WriteFailed, read_events, tensor_bytes, write_atomic, write_json, writing
 from ..recipe import Recipe, RecipeError, dump_recipe, load_recipe, parse_recipe
-from ..files import WriteFailed, read_events, write_atomic, write_json, writing
 from .events import BatchEnded, Event, RunFailed, RunFinished
 from .session import Session, StageFailed, StageRecord, check_recipe
 
@@ -159,10 +159,6 @@ def export_model(session: Session, out: Path) -> None:
         state = {k: v.detach() for k, v in model.state_dict().items()}
         with writing(out / "model_prune_form.pt", tensor_bytes(state)):
             torch.save(state, out / "model_prune_form.pt")
-
-
-def tensor_bytes(state: dict) -> int:
-    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
 
 
 def stage_rows(records: list[StageRecord], out: Path) -> list[dict]:

@@ -283,12 +283,12 @@ def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -
 def truncate_metrics(path: Path, finished_stages: int) -> None:
     """Drop the events of the stage that was interrupted, so a resumed run's metrics match an uninterrupted one;
     a torn last line (the process was killed while writing it) is dropped, and said so."""
+    if not path.exists():
+        return
     events, torn = read_events(path)
     if torn:
         print(f"note: the last line of {path} was cut off when the run was interrupted; it was dropped",
               file=sys.stderr)
-    if not path.exists():
-        return
     kept = [event for event in events
             if (event.get("stage") is None and event["kind"] not in ("run_finished", "run_failed"))
             or (event.get("stage") is not None and event["stage"] < finished_stages)]

@@ -91,16 +91,16 @@ def check_output_filters(stage: StageSpec, model: nn.Module, input_shape: tuple[
     targets = getattr(stage, "targets", None)
     if not targets:
         return
-    filtered = [name for name, t in resolve_targets(model, targets).items()
-                if "filter" in t.structure and not t.prune_outputs]
+    filtered = {name: t.structure for name, t in resolve_targets(model, targets).items()
+                if "filter" in t.structure and not t.prune_outputs}
     if not filtered:
         return
     from ..prm.purify import output_layers
 
     outputs = output_layers(model, torch.zeros(1, *input_shape, device=next(model.parameters()).device))
-    for name in filtered:
+    for name, structure in filtered.items():
         if name in outputs:
-            raise ValueError(f"targets.{name}: structure {resolve_targets(model, targets)[name].structure!r} would "
+            raise ValueError(f"targets.{name}: structure {structure!r} would "
                              f"remove rows of {name}, whose outputs are the network's outputs (its classes): use "
                              "structure 'column' there, leave it out of '*' by naming it, or add prune_outputs: "
                              "true to mean it")

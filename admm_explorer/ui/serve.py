@@ -51,7 +51,7 @@ def missing_kernel() -> str | None:
     """A one-line reason why no Python kernel can start here, or None (Voila would answer HTTP 500)."""
     for name in ("ipykernel", "voila", "jupyterlab", "plotly"):
         if importlib.util.find_spec(name) is None:  # found, not imported: importing voila alone takes 2 s
-            return (f"{name} is not installed in {sys.prefix}; the dashboard needs the ui extra: "
+            return (f"{name} is not installed in {sys.prefix}; the dashboard and JupyterLab need the ui extra: "
                     "pip install -e '.[ui]' (or pip install 'admm-explorer[ui]')")
     return None
 
@@ -162,7 +162,7 @@ def lab(port: int = 8888, open_browser: bool = True, use_token: bool = True) -> 
     """Run JupyterLab on the course folder until Ctrl-C; returns the exit status."""
     port, error = preflight(port)
     if error:
-        print(f"error: {error.replace('dashboard', 'JupyterLab')}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 2
     token = new_token(use_token)
     folder = lab_folder()

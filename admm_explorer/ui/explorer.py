@@ -23,9 +23,12 @@ CSS = """<style>
 .ae-root .widget-html-content { line-height: 1.35; }
 </style>"""
 HEADER = ("<h2 style='margin:4px 0'>ADMM pruning explorer</h2><div style='color:#57606a'>Pick the targets, press "
-          "<b>Pretrain</b>, then <b>Run ADMM</b>: the residuals fall while the weight histogram splits into a spike "
-          "at zero and the weights Z keeps. <b>Retrain</b> prunes for real; <b>Purify (P-RM)</b> shrinks the "
-          "network. Stop works at any time; nothing computed so far is lost.</div>")
+          "<b>Pretrain</b>, then <b>Run ADMM</b>: round by round the weight histogram splits into a spike at zero (the "
+          "weights Z drops) and the weights Z keeps, while the primal residual ‖W − Z‖ falls as W approaches Z. "
+          "<b>Retrain</b> prunes for real; <b>Purify (P-RM)</b> shrinks the network. <b>Stop</b> ends a stage after "
+          "the current batch and keeps what it computed. Each panel's <b>Explain</b> says what it shows, the "
+          "equation behind it and what to look for; new to ADMM? Start with the course's "
+          "<a href='01-admm-from-scratch.ipynb' target='_blank' rel='noopener'>lesson 01</a>.</div>")
 
 
 def grid(columns: str, children: list[w.Widget]) -> w.GridBox:

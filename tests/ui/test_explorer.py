@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -198,7 +199,7 @@ def test_every_control_is_described_and_every_axis_titled(explorer):
     import plotly.graph_objects as go
 
     tree = list(widgets(explorer.widget))
-    controls = [x for x in tree if isinstance(x, (w.Button, w.ValueWidget)) and not isinstance(x, (w.HTML, w.Label))]
+    controls = [x for x in tree if isinstance(x, (w.Button, w.ValueWidget)) and not isinstance(x, (w.HTML, w.HTMLMath, w.Label))]
     assert len(controls) > 40
     assert all((c.description or "").strip() or (c.tooltip or "").strip() for c in controls)
     buttons = {c.description for c in controls if isinstance(c, w.Button)}
@@ -319,3 +320,25 @@ def test_text_a_user_typed_is_shown_escaped(explorer, tmp_path, monkeypatch):
     explorer.setup.test_root.value = attack
     explorer.setup.b_apply.click()  # refused (no MNIST files there): the message is escaped too
     assert attack in explorer.notices.messages[-1].text and "<img" not in explorer.notices.text.value
+
+
+def test_every_panel_explains_itself_with_math_and_its_lesson(explorer):
+    from admm_explorer.ui.explain import EXPLAIN
+    from admm_explorer.ui.serve import package_notebooks
+
+    panels = [explorer.setup, explorer.targets, explorer.stages, explorer.residuals, explorer.histogram,
+              explorer.accuracy, explorer.sparsity, explorer.purify, explorer.export, explorer.runs]
+    assert sorted(p.title for p in panels) == sorted(EXPLAIN)  # none missing, none stale
+    lessons = {p.name for p in package_notebooks().glob("0*.ipynb")}
+    for panel in panels:
+        (title_row, text, _body) = panel.widget.children
+        toggle = title_row.children[1]
+        assert toggle.description == "Explain" and text.layout.display == "none"
+        toggle.value = True
+        assert text.layout.display == "block"
+        toggle.value = False
+        assert text.layout.display == "none"
+        html = text.value
+        assert "Look for:" in html and "$" in html and html.count("$") % 2 == 0, panel.title  # closed math
+        (link,) = re.findall(r"href='([^']+)'", html)
+        assert link in lessons, f"{panel.title} links {link}, which is not a lesson"

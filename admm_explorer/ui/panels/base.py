@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
+from ..explain import explain_toggle
+
 if TYPE_CHECKING:
     from ..controller import Controller
 
@@ -30,7 +32,13 @@ class Panel:
         self.dirty = False
         self.locked: list[w.DOMWidget] = []
         self.body = w.VBox()
-        self.widget = w.VBox([w.HTML(f"<b class='ae-title'>{self.title}</b>"), self.body],
+        head: list[w.DOMWidget] = [w.HTML(f"<b class='ae-title'>{self.title}</b>")]
+        explain = explain_toggle(self.title)
+        if explain:
+            toggle, text = explain
+            head = [w.HBox([head[0], toggle], layout=w.Layout(justify_content="space-between", align_items="center")),
+                    text]
+        self.widget = w.VBox([*head, self.body],
                              layout=w.Layout(border="1px solid #d0d7de", padding="6px 10px", margin="4px",
                                              min_width="0"))
         self.widget.add_class(f"ae-{type(self).__name__.lower()}")

@@ -124,17 +124,18 @@ def cmd_dashboard(args) -> int:
     from .ui.serve import serve
 
     return serve(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token, root=args.root,
-                 max_kernels=args.max_kernels, cull_idle=args.cull_idle)
+                 max_kernels=args.max_kernels, cull_idle=args.cull_idle, page=args.page)
 
 
 def cmd_lab(args) -> int:
     from .ui.serve import lab
 
-    return lab(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token)
+    return lab(port=args.port, open_browser=not args.no_browser, use_token=not args.no_token, page=args.page)
 
 
 EXAMPLES = """examples:
   admm-explorer dashboard                                 the Explorer in your browser (Voila)
+  admm-explorer dashboard 01                              lesson 01 of the course as a page for students
   admm-explorer lab                                       JupyterLab on the course notebooks
   admm-explorer run recipes/lenet5-admm.yaml --out runs/a
   admm-explorer run --resume runs/a
@@ -166,6 +167,9 @@ def parser() -> argparse.ArgumentParser:
     dash = subcommand(sub, "dashboard", cmd_dashboard, "serve the Explorer with Voila on 127.0.0.1 and open it",
                       "admm-explorer dashboard --port 8866")
     server_options(dash, 8866)
+    dash.add_argument("page", nargs="?", default="explorer",
+                      help="the page to open: explorer (default) or a course notebook by number or name (01 ... 05); "
+                           "every notebook is served, linked from the Explorer's Explain buttons")
     dash.add_argument("--root", type=Path, metavar="DIR",
                       help="folder the page may read and write (checkpoints, exports, data); default: this folder")
     dash.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
@@ -176,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
     lab = subcommand(sub, "lab", cmd_lab, "open JupyterLab on the course notebooks (the Explorer and the lessons)",
                      "admm-explorer lab")
     server_options(lab, 8888)
+    lab.add_argument("page", nargs="?", default="01",
+                     help="the notebook to open: a course notebook (default 01, the first lesson) or explorer")
     run = subcommand(sub, "run", cmd_run, "run a recipe into a run folder, or resume a stopped run",
                      "admm-explorer run recipes/lenet5-admm.yaml --out runs/a")
     run.add_argument("recipe", nargs="?", type=Path, help="recipe YAML file")

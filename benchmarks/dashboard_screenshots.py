@@ -46,7 +46,7 @@ def main() -> None:
     process = subprocess.Popen([sys.executable, "-m", "admm_explorer.cli", "dashboard", "--no-browser",
                                 f"--port={port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        url = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline()).group(0)
+        url = re.search(r"http://127\.0\.0\.1:\d+/\S*", process.stdout.readline()).group(0)  # token included
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1900})

@@ -36,6 +36,21 @@ def notebook() -> Path:
     return package_notebooks() / "explorer.ipynb"
 
 
+def pages() -> list[str]:
+    """The shipped notebooks by name: explorer and the course, 01-admm-from-scratch ... 05-reweighted-admm."""
+    return sorted(p.stem for p in package_notebooks().glob("*.ipynb"))
+
+
+def page_file(name: str) -> tuple[str, str | None]:
+    """(the notebook file a page name means, None) or (name, a one-line error). A course notebook may be named by
+    its number ("01"), its name, or its file name or path (notebooks/01-admm-from-scratch.ipynb)."""
+    key = Path(name).name.removesuffix(".ipynb")
+    matches = [page for page in pages() if page == key or page.startswith(f"{key}-")]
+    if len(matches) == 1:
+        return f"{matches[0]}.ipynb", None
+    return name, f"no notebook {name!r} ships with admm_explorer; pages: {', '.join(pages())}"
+
+
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
@@ -56,30 +71,28 @@ def missing_kernel() -> str | None:
     return None
 
 
-def site(folder: Path) -> bool:
-    """Fill `folder` with a link to the notebook and plotly's widget bundle (Voila serves no file linked from
-    outside its root); False where that fails, and then the page works as plain Voila would serve it.
+def site(folder: Path) -> None:
+    """Fill `folder` with the shipped notebooks (the Explorer and the course, which link to each other) and
+    plotly's widget bundle. Copies: Voila serves no file linked from outside its root.
 
     Every FigureWidget otherwise carries the whole 5 MB bundle in its widget state (anywidget's _esm):
     25 MB for the Explorer's five figures, parsed five times by the browser, about 5 s of page load.
     """
     import plotly
 
+    for source in package_notebooks().glob("*.ipynb"):
+        shutil.copyfile(source, folder / source.name)
     bundle = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
     try:
-        (folder / "explorer.ipynb").symlink_to(notebook())
-        try:
-            os.link(bundle, folder / PLOTLY_JS)
-        except OSError:
-            shutil.copyfile(bundle, folder / PLOTLY_JS)
+        os.link(bundle, folder / PLOTLY_JS)
     except OSError:
-        return False
-    return True
+        shutil.copyfile(bundle, folder / PLOTLY_JS)
 
 
-def voila_command(port: int, page: Path, token: str, max_kernels: int = MAX_KERNELS,
+def voila_command(port: int, folder: Path, token: str, max_kernels: int = MAX_KERNELS,
                   cull_idle: int = CULL_IDLE_SECONDS) -> list[str]:
-    return [sys.executable, "-m", "admm_explorer.ui.voila_app", str(page), "--no-browser", f"--port={port}",
+    # a folder: every notebook in it is a page at voila/render/NAME.ipynb (the Explain links open the course)
+    return [sys.executable, "-m", "admm_explorer.ui.voila_app", str(folder), "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--Voila.token={token}",
             f"--VoilaConfiguration.file_allowlist={PLOTLY_JS.replace('.', '[.]')}",
             # the kernel imports torch and loads data before the page shows: give it time on a busy machine
@@ -135,10 +148,13 @@ def address(port: int, path: str, token: str) -> str:
 
 
 def serve(port: int = 8866, open_browser: bool = True, use_token: bool = True, root: Path | None = None,
-          max_kernels: int = MAX_KERNELS, cull_idle: int = CULL_IDLE_SECONDS) -> int:
-    """Run the dashboard until Ctrl-C; returns the exit status. Paths typed in the page stay inside `root`
+          max_kernels: int = MAX_KERNELS, cull_idle: int = CULL_IDLE_SECONDS, page: str = "explorer") -> int:
+    """Run the dashboard until Ctrl-C; returns the exit status. It opens on `page` (the Explorer, or a course
+    notebook for students: "01"); every shipped notebook is served. Paths typed in the page stay inside `root`
     (default: the current folder)."""
     port, error = preflight(port)
+    name, page_error = page_file(page)
+    error = error or page_error
     if error is None and root is not None and not root.is_dir():
         error = f"--root {root} is not a folder"
     if error is None and (max_kernels < 1 or cull_idle < 1):
@@ -148,27 +164,31 @@ def serve(port: int = 8866, open_browser: bool = True, use_token: bool = True, r
         return 2
     token = new_token(use_token)
     # relative paths typed in the page (checkpoints, exports, data) mean the folder the command ran in
-    env = {**os.environ, "ADMM_EXPLORER_CWD": os.getcwd(), "ADMM_EXPLORER_ROOT": str((root or Path.cwd()).resolve())}
+    env = {**os.environ, "ADMM_EXPLORER_CWD": os.getcwd(), "ADMM_EXPLORER_ROOT": str((root or Path.cwd()).resolve()),
+           "ADMM_EXPLORER_PLOTLY_JS": f"/voila/files/{PLOTLY_JS}"}
     with tempfile.TemporaryDirectory(prefix="admm-explorer-") as folder:
-        page = notebook()
-        if site(Path(folder)):
-            page = Path(folder) / "explorer.ipynb"
-            env["ADMM_EXPLORER_PLOTLY_JS"] = f"voila/files/{PLOTLY_JS}"
-        process = subprocess.Popen(voila_command(port, page, token, max_kernels, cull_idle), env=env)
-        return run(process, port, address(port, "", token), open_browser, "ADMM explorer")
+        try:
+            site(Path(folder))
+        except OSError as e:
+            print(f"error: cannot lay out the pages in {folder}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        process = subprocess.Popen(voila_command(port, Path(folder), token, max_kernels, cull_idle), env=env)
+        return run(process, port, address(port, f"voila/render/{name}", token), open_browser, "ADMM explorer")
 
 
-def lab(port: int = 8888, open_browser: bool = True, use_token: bool = True) -> int:
-    """Run JupyterLab on the course folder until Ctrl-C; returns the exit status."""
+def lab(port: int = 8888, open_browser: bool = True, use_token: bool = True, page: str = "01") -> int:
+    """Run JupyterLab on the course folder until Ctrl-C, opened on `page` (the course's first lesson by default);
+    returns the exit status."""
     port, error = preflight(port)
+    name, page_error = page_file(page)
+    error = error or page_error
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     token = new_token(use_token)
     folder = lab_folder()
     process = subprocess.Popen(lab_command(port, folder, token), env={**os.environ, "ADMM_EXPLORER_CWD": os.getcwd()})
-    return run(process, port, address(port, "lab/tree/explorer.ipynb", token), open_browser,
-               f"JupyterLab on {folder}")
+    return run(process, port, address(port, f"lab/tree/{name}", token), open_browser, f"JupyterLab on {folder}")
 
 
 def run(process: subprocess.Popen, port: int, url: str, open_browser: bool, what: str) -> int:

@@ -15,8 +15,8 @@ def test_explorer_trains_in_jupyterlab(tmp_path, require):
     require(CHROMIUM.exists(), "/usr/bin/chromium is absent (apt-get install chromium)")
     command = [sys.executable, "-m", "admm_explorer.cli", "lab", "--no-browser", "--port=0"]
     with server(command, tmp_path, tmp_path / "lab.log") as url, chromium(1600, 1400) as page:
-        assert "/lab/tree/explorer.ipynb?token=" in url
-        page.goto(url)
+        assert "/lab/tree/01-admm-from-scratch.ipynb?token=" in url  # a teacher starts on the course's first lesson
+        page.goto(url.replace("01-admm-from-scratch.ipynb", "explorer.ipynb"))
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)  # the kernel with admm_explorer
         page.get_by_role("menuitem", name="Run", exact=True).click()

@@ -16,7 +16,7 @@ import nbformat
 from browser import ADDRESS, server
 from nbclient import NotebookClient
 
-from admm_explorer.ui.serve import notebook, serve
+from admm_explorer.ui.serve import notebook, package_notebooks, page_file, serve
 
 REPO = Path(__file__).resolve().parents[2]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -35,10 +35,24 @@ def test_notebook_shows_the_explorer_without_training(tmp_path):
     assert nb.cells[1].outputs[0]["text"].split() == ["0", "False", "4"]
 
 
-def test_repo_notebook_is_a_relative_link_to_the_package_data():
-    link = REPO / "notebooks" / "explorer.ipynb"
-    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
-    assert link.resolve() == notebook().resolve()
+def test_repo_notebooks_are_relative_links_to_the_package_data():
+    shipped = sorted(package_notebooks().glob("*.ipynb"))
+    assert notebook() in shipped and len(shipped) == 6  # the Explorer and the five lessons
+    for path in shipped:
+        link = REPO / "notebooks" / path.name
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+        assert link.resolve() == path.resolve()
+
+
+def test_a_page_is_named_by_number_name_or_path(capsys):
+    for name in ("01", "01-admm-from-scratch", "notebooks/01-admm-from-scratch.ipynb"):
+        assert page_file(name) == ("01-admm-from-scratch.ipynb", None)
+    assert page_file("explorer") == ("explorer.ipynb", None)
+    name, error = page_file("0")  # a prefix of all five lessons is no name
+    assert error and "pages: 01-admm-from-scratch, 02-pruning-lenet5" in error
+    assert serve(port=0, open_browser=False, page="07") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no notebook '07' ships with admm_explorer") and len(err.splitlines()) == 1
 
 
 def test_dashboard_refuses_a_port_in_use(capsys):

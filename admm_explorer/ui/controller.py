@@ -186,6 +186,8 @@ class Controller:
     def global_sparsity(self, compression: float) -> dict[str, float]:
         """Per-layer sparsity of one magnitude threshold over all prunable weights that keeps 1/compression
         of them (torch.nn.utils.prune.global_unstructured's rule), on the current weights."""
+        if not compression >= 1:  # nan included
+            raise ValueError(f"Global target (×) = {compression:g}: a compression is at least 1 (1 keeps every weight)")
         layers = {name: m.weight.detach().abs() for name, m in self._require().prunable().items()}
         keep = global_keep_counts(layers, max(1, round(sum(w.numel() for w in layers.values()) / compression)))
         return {name: 1 - keep[name] / w.numel() for name, w in layers.items()}

@@ -36,6 +36,13 @@ def test_round_trip(tmp_path):
     ({"seed": -1}, "seed = -1: Input should be greater than or equal to 0"),
     ({"stages": [{"epochs": 3}]}, "stages[0]: each stage needs a kind"),
     ({"stages": {"kind": "pretrain"}}, "stages must be a list"),
+    # a budget without one Z/U round would "finish" an ADMM stage that never projected
+    ({"stages": [{"kind": "admm", "epochs": 0.05, "update_every": 0.5, "targets": {"fc1": 0.9}}]},
+     "stages[0]: update_every = 0.5 is longer than the 0.05 ADMM epochs: no Z/U round would run"),
+    ({"stages": [{"kind": "progressive", "admm_epochs": 1, "update_every": 2, "targets": {"fc1": 0.9}}]},
+     "update_every = 2 is longer than the 1 ADMM epochs"),
+    ({"stages": [{"kind": "reweighted", "epochs": 1, "update_every": 1.5}]},
+     "update_every = 1.5 is longer than the 1 ADMM epochs"),
 ])
 def test_field_errors_name_the_field(data, expected):
     assert expected in error(data)

@@ -342,3 +342,45 @@ def test_every_panel_explains_itself_with_math_and_its_lesson(explorer):
         assert "Look for:" in html and "$" in html and html.count("$") % 2 == 0, panel.title  # closed math
         (link,) = re.findall(r"href='([^']+)'", html)
         assert link in lessons, f"{panel.title} links {link}, which is not a lesson"
+
+
+@pytest.mark.parametrize("panel, label, value, button, message", [
+    ("setup", "batch_size", 0, "b_apply", "setup: batch_size = 0: Input should be greater than or equal to 1"),
+    ("stages", "pretrain_epochs", 0.0, "b_pretrain", "Pretrain.epochs = 0.0: Input should be greater than 0"),
+    ("stages", "update_every", 0.0, "b_admm", "Run ADMM.update_every = 0.0: Input should be greater than 0"),
+    ("stages", "admm_epochs", 0.05, "b_admm",  # Z/U every 0.1 in the fixture
+     "Run ADMM: update_every = 0.1 is longer than the 0.05 ADMM epochs"),
+    ("stages", "steps", 0, "b_progressive", "Progressive.steps = 0: Input should be greater than or equal to 1"),
+    ("purify", "retrain_epochs", -1.0, "b_purify", "Purify.retrain_epochs = -1.0: Input should be greater than or equal to 0"),
+    ("targets", "global_x", 0.5, "b_global", "Global target (×) = 0.5: a compression is at least 1"),
+])
+def test_a_bad_number_is_refused_with_the_recipe_message_not_clamped(explorer, recorder, panel, label, value, button,
+                                                                     message):
+    field = getattr(getattr(explorer, panel), label)
+    field.value = value
+    getattr(getattr(explorer, panel), button).click()
+    explorer.controller.wait(timeout=60)
+    assert field.value == value  # as typed: nothing clamps it to something that would run
+    assert [m.text for m in explorer.notices.messages] and message in explorer.notices.messages[-1].text
+    assert not recorder.of("stage_started")
+
+
+def test_the_device_list_names_each_device_and_a_missing_one_is_a_clear_error(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from admm_explorer.recipe import RecipeError
+    from admm_explorer.ui import Explorer
+    from admm_explorer.ui.panels.setup import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RecipeError, match=r"^device = 'cuda': CUDA is not available on this machine \(use auto or cpu\)$"):
+        Explorer(device="cuda", test_root=None)
+    assert devices()[:2] == [("auto (cpu)", "auto"), ("cpu", "cpu")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(name=f"GPU {i}", total_memory=(80 + i) * 2**30))
+    assert devices()[:4] == [("auto (cuda)", "auto"), ("cpu", "cpu"), ("cuda:0 GPU 0, 80 GiB", "cuda:0"),
+                             ("cuda:1 GPU 1, 81 GiB", "cuda:1")]

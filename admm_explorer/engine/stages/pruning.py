@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...admm import ADMM, LayerTarget, RhoSpec, progressive_plan, resolve_targets, support
 from ...admm.admm import global_budget
@@ -26,6 +26,21 @@ class PruningSpec(StageSpec):
         return targets
 
 
+class AdmmPhaseSpec(PruningSpec):
+    """A stage with ADMM W-steps: its budget must hold at least one Z/U round (else ADMM never projects)."""
+
+    def admm_epochs_per_phase(self) -> float:
+        return self.epochs
+
+    @model_validator(mode="after")
+    def _one_round(self):
+        epochs = self.admm_epochs_per_phase()
+        if self.update_every > epochs:
+            raise ValueError(f"update_every = {self.update_every:g} is longer than the {epochs:g} ADMM epochs: no "
+                             "Z/U round would run (make update_every at most the ADMM epochs)")
+        return self
+
+
 DEFAULT_SHARES = (0.5, 0.75, 0.875, 1.0)
 
 
@@ -45,7 +60,7 @@ class QuantizedRetrainSpec(PruningSpec):
         return shares
 
 
-class AdmmSpec(PruningSpec):
+class AdmmSpec(AdmmPhaseSpec):
     kind: Literal["admm"] = "admm"
     epochs: float = Field(30, gt=0)  # W-step budget
     update_every: float = Field(1.0, gt=0)  # Z/U update period in epochs (fractions allowed)
@@ -61,7 +76,7 @@ class RetrainSpec(QuantizedRetrainSpec):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
-class ProgressiveSpec(QuantizedRetrainSpec):
+class ProgressiveSpec(QuantizedRetrainSpec, AdmmPhaseSpec):
     kind: Literal["progressive"] = "progressive"
     targets: Targets  # the final targets
     steps: int = Field(3, ge=1)
@@ -77,6 +92,9 @@ class ProgressiveSpec(QuantizedRetrainSpec):
     def step_count(self) -> int:
         return len(self.plan) if self.plan else self.steps
 
+    def admm_epochs_per_phase(self) -> float:
+        return self.admm_epochs
+
 
 class MagnitudeSpec(QuantizedRetrainSpec):
     kind: Literal["magnitude"] = "magnitude"
@@ -86,7 +104,7 @@ class MagnitudeSpec(QuantizedRetrainSpec):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
 
 
-class ReweightedSpec(PruningSpec):
+class ReweightedSpec(AdmmPhaseSpec):
     """Reweighted ADMM (paper 4, our reconstruction: docs/algorithms.md section 5). No per-layer rates: the
     sparsity emerges from lam; `compression` (optional) is met by one global magnitude top-k at the end."""
 

@@ -18,11 +18,11 @@ class PurifyPanel(Panel):
 
     def __init__(self, controller, retrain_epochs: float = 2.0):
         super().__init__(controller)
-        self.tolerance = labelled(w.BoundedFloatText(value=0.1, min=0.0, max=99.0, step=0.05),
+        self.tolerance = labelled(w.FloatText(value=0.1, step=0.05),
                                   "Tolerance (points)", "accuracy purification may lose, in percentage points "
                                                         "(0.1 = 0.1 points); the sweep keeps the largest threshold up to which "
                                                         "the accuracy stays within it")
-        self.retrain_epochs = labelled(w.BoundedFloatText(value=retrain_epochs, min=0.0, max=100.0, step=0.5),
+        self.retrain_epochs = labelled(w.FloatText(value=retrain_epochs, step=0.5),
                                        "Retrain epochs", "short masked retraining after purification")
         self.latency = w.Checkbox(value=True, description="Measure CPU latency (batch 1 and 64)", indent=False,
                                   tooltip="time the model before and after, on the CPU")

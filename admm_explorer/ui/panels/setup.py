@@ -10,6 +10,7 @@ import ipywidgets as w
 import torch
 
 from ...data import DATASETS
+from ...engine.session import resolve_device
 from ...models import MODELS
 from ...recipe import parse_recipe
 from ...errors import UIError
@@ -37,13 +38,23 @@ def resolve(path: str) -> Path:
     return p
 
 
-def devices() -> list[str]:
-    found = ["auto", "cpu"]
+def devices() -> list[tuple[str, str]]:
+    """(label, device) of every device here: auto (and what it picks), cpu, each CUDA device with its name and
+    memory, mps."""
+    found = [(f"auto ({resolve_device('auto').type})", "auto"), ("cpu", "cpu")]
     if torch.cuda.is_available():
-        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            found.append((f"cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB", f"cuda:{i}"))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.append("mps")
+        found.append(("mps (Apple GPU)", "mps"))
     return found
+
+
+def device_choice(name: str) -> str:
+    """The Device list's entry for a recipe's device; a device this machine lacks raises the recipe's message."""
+    resolve_device(name)
+    return f"cuda:{torch.cuda.current_device()}" if name == "cuda" else name
 
 
 class SetupPanel(Panel):
@@ -59,7 +70,7 @@ class SetupPanel(Panel):
         self.model = labelled(w.Dropdown(options=list(MODELS), value=r["model"]), "Model", "model zoo entry")
         self.dataset = labelled(w.Dropdown(options=list(DATASETS), value=r["dataset"]), "Dataset",
                                 "dataset registry entry (mnist-sample ships with the package: no download)")
-        self.device = labelled(w.Dropdown(options=devices(), value=r["device"]), "Device",
+        self.device = labelled(w.Dropdown(options=devices(), value=device_choice(r["device"])), "Device",
                                "auto picks cuda, then mps, then cpu")
         self.start = labelled(w.ToggleButtons(options=STARTS, value="random", style={"button_width": "7.5em"}),
                               "Start", "random: fresh initialisation; checkpoint: load the file below; pretrain now: "
@@ -69,15 +80,15 @@ class SetupPanel(Panel):
         self.checkpoint = labelled(w.Text(placeholder="path/to/stage.pt"), "Checkpoint",
                                    "a checkpoint written by a run or by Export (relative to the folder the "
                                    "dashboard was started in)")
-        self.seed = labelled(w.BoundedIntText(value=r["seed"], min=0, max=2**31 - 1), "Seed",
+        self.seed = labelled(w.IntText(value=r["seed"]), "Seed",
                              "initialisation and batch order")
-        self.batch_size = labelled(w.BoundedIntText(value=r["batch_size"], min=1, max=4096), "Batch size",
+        self.batch_size = labelled(w.IntText(value=r["batch_size"]), "Batch size",
                                    "training batch size of every stage")
         self.test_root = labelled(w.Text(value=str(r.get("test_root") or ""),
                                          placeholder="(held-out sample digits)"), "Test set folder",
                                   "mnist-sample: a folder with the MNIST t10k IDX files; with it all 5,000 sample "
                                   "digits train and the 10,000 MNIST test digits test")
-        self.validation = labelled(w.BoundedIntText(value=r.get("validation", 0), min=0, max=10**7), "Validation",
+        self.validation = labelled(w.IntText(value=r.get("validation", 0)), "Validation",
                                    "training examples held out (a fixed draw) to choose the purification threshold "
                                    "on; 0: it is chosen on the test set")
         self.data_root = labelled(w.Text(value=str(r.get("data_root") or ""), placeholder="(~/.cache/admm_explorer)"),

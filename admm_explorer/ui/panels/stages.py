@@ -24,8 +24,8 @@ FIELD = "8.8em"  # label width in the two-column grid
 LIVE = "10.5em"  # label width of the two live sliders
 
 
-def epochs_box(value: float, description: str, tooltip: str) -> w.BoundedFloatText:
-    return labelled(w.BoundedFloatText(value=value, min=0.05, max=1000.0, step=1.0), description, tooltip, FIELD)
+def epochs_box(value: float, description: str, tooltip: str) -> w.FloatText:
+    return labelled(w.FloatText(value=value, step=1.0), description, tooltip, FIELD)
 
 
 class StagesPanel(Panel):
@@ -36,7 +36,7 @@ class StagesPanel(Panel):
         d = {**DEFAULTS, **defaults}
         self.pretrain_epochs = epochs_box(d["pretrain_epochs"], "Pretrain epochs", "dense training budget")
         self.admm_epochs = epochs_box(d["admm_epochs"], "ADMM epochs", "W-step budget of Run ADMM (fractions allowed)")
-        self.update_every = labelled(w.BoundedFloatText(value=d["update_every"], min=0.01, max=100.0, step=0.5),
+        self.update_every = labelled(w.FloatText(value=d["update_every"], step=0.5),
                                      "Z/U every", "period of the Z- and U-updates in epochs (fractions allowed: 0.5 = "
                                                   "twice per epoch)", FIELD)
         self.rho = labelled(w.FloatLogSlider(value=d["rho"], base=10, min=-6, max=1, step=0.1, readout_format=".1e"),
@@ -45,19 +45,19 @@ class StagesPanel(Panel):
         self.rho_schedule = labelled(w.Dropdown(options=["constant", "geometric", "balance"], value=d["rho_schedule"]),
                                      "ρ schedule", "constant; geometric: rho × factor each round up to max; balance: "
                                                    "residual balancing (Boyd et al. 3.4.1)", FIELD)
-        self.rho_factor = labelled(w.BoundedFloatText(value=d["rho_factor"], min=1.0, max=10.0, step=0.1),
+        self.rho_factor = labelled(w.FloatText(value=d["rho_factor"], step=0.1),
                                    "ρ factor", "geometric growth of rho per Z/U round", FIELD)
-        self.rho_max = labelled(w.BoundedFloatText(value=d["rho_max"], min=1e-6, max=1e3, step=0.1),
+        self.rho_max = labelled(w.FloatText(value=d["rho_max"], step=0.1),
                                 "ρ max", "cap of rho under the geometric and balance schedules", FIELD)
         self.retrain_epochs = epochs_box(d["retrain_epochs"], "Retrain epochs",
                                          "masked retraining after the hard prune")
-        self.steps = labelled(w.BoundedIntText(value=d["steps"], min=1, max=20), "Progressive steps",
+        self.steps = labelled(w.IntText(value=d["steps"]), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
-        self.lam = labelled(w.BoundedFloatText(value=d["lam"], min=1e-12, max=1.0, step=1e-6), "λ (reweighted)",
+        self.lam = labelled(w.FloatText(value=d["lam"], step=1e-6), "λ (reweighted)",
                             "Reweighted: the L1 weight; Z's threshold is λ × a / ρ with a = 1 / (|Z| + 0.001), so "
                             "scale λ with ρ", FIELD)
-        self.reweighted_x = labelled(w.BoundedFloatText(value=d["reweighted_x"], min=0.0, max=1e6, step=10.0),
+        self.reweighted_x = labelled(w.FloatText(value=d["reweighted_x"], step=10.0),
                                      "Reweighted ×", "Reweighted: compression to reach by one global magnitude "
                                                      "top-k over the targeted layers at the end (0: keep the "
                                                      "weights λ leaves in Z); Retrain then prunes to it", FIELD)
@@ -68,7 +68,7 @@ class StagesPanel(Panel):
                                                    "its next batch", LIVE)
         self.lr_schedule = labelled(w.Dropdown(options=["none", "cosine", "step"], value=d["lr_schedule"]),
                                     "LR schedule", "per stage: cosine decays the rate to 0 over the stage's epochs", FIELD)
-        self.eval_every = labelled(w.BoundedFloatText(value=d["eval_every"], min=0.01, max=100.0, step=0.5),
+        self.eval_every = labelled(w.FloatText(value=d["eval_every"], step=0.5),
                                    "Evaluate every", "epochs between test-set evaluations (fractions allowed)", FIELD)
         self.b_pretrain = button("Pretrain", "dense training of the current model", "primary")
         self.b_admm = button("Run ADMM", "ADMM pruning towards the Targets", "primary")
@@ -144,9 +144,10 @@ class StagesPanel(Panel):
 
     def progressive_spec(self):
         steps = self.steps.value
+        share = 1 / max(steps, 1)  # steps < 1 is refused by the check with its own message
         return parse_stage({"kind": "progressive", "targets": self._targets(), "steps": steps,
-                            "admm_epochs": self.admm_epochs.value / steps,
-                            "retrain_epochs": self.retrain_epochs.value / steps,
+                            "admm_epochs": self.admm_epochs.value * share,
+                            "retrain_epochs": self.retrain_epochs.value * share,
                             "update_every": self.update_every.value, "rho": self.rho_spec(),
                             "optimizer": self.optimizer_spec(), "retrain_optimizer": self.optimizer_spec(),
                             "eval_every": self.eval_every.value}, "Progressive")

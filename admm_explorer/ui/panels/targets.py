@@ -70,7 +70,7 @@ class TargetsPanel(Panel):
         self.compression, self.shown = 1.0, {}
         self.uniform = labelled(w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, readout_format=".3f"),
                                 "Uniform sparsity", "the sparsity the Uniform preset gives every layer")
-        self.global_x = labelled(w.BoundedFloatText(value=50.0, min=1.0, max=1000.0, step=1.0),
+        self.global_x = labelled(w.FloatText(value=50.0, step=1.0),
                                  "Global target (×)", "total compression the Global preset reaches with one "
                                                       "magnitude threshold over all layers' current weights")
         self.b_uniform = button("Uniform", "every layer gets the uniform sparsity, unstructured")

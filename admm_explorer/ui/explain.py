@@ -117,8 +117,10 @@ EXPLAIN: dict[str, Explanation] = {
     "Export": Explanation(
         shows="Save what the session made: a checkpoint (weights and masks), the shrunk model, ONNX, and the recipe "
               "that reproduces the session with <code>admm-explorer run</code>.",
-        math=r"The checkpoint keeps the masks with the weights, so a later stage or run continues with exactly the "
-             r"same pruned positions; the recipe lists the stages with the settings they ran with.",
+        math=r"The compression a run reports is all prunable weights over the nonzero ones, "
+             r"$\sum_i n_i \,/\, \sum_i \|W_i\|_0$. The checkpoint keeps the masks with the weights, so a later "
+             r"stage or run continues with exactly the same pruned positions; the recipe lists the stages with the "
+             r"settings they ran with.",
         look="a pruned layer in the checkpoint is still dense in memory (zeros included); the shrunk model and ONNX "
              "are the physically smaller network of P-RM. Storage in bytes (positions and values) is notebook 03's "
              "subject.",

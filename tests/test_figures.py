@@ -1,5 +1,5 @@
-"""Every published figure is tied to its evidence: the numbers in README.md's results table and in
-docs/benchmarks.md must each equal, at the precision shown, a value in the JSON files that the section
+"""Every published figure is tied to its evidence: the numbers in README.md's results table, in
+docs/benchmarks.md and in docs/course.md must each equal, at the precision shown, a value in the JSON files that the section
 names (`<!-- figures: a.json b.json -->` ... `<!-- end figures -->`, files in benchmarks/results/).
 
 A figure is a number with a unit (%, x, ×, s, ms, points, B, bytes, M, GMAC/s) or a decimal point, and
@@ -22,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-DOCS = [REPO / "README.md", REPO / "docs" / "benchmarks.md"]
+DOCS = [REPO / "README.md", REPO / "docs" / "benchmarks.md", REPO / "docs" / "course.md"]
 SECTION = re.compile(r"<!-- figures: ([^>]*?) -->(.*?)<!-- end figures -->", re.S)
 UNIT = r"(?:%|x\b|×|\s?ms\b|\s?s\b|\s(?:points|pts)\b|\s?B\b|\sbytes\b|M\b|\sGMAC/s)"
 NUMBER = re.compile(r"(?<![\w.\-−])([−\-+]?)(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:e[−\-]?\d+)?)(?!\.?\d)("
@@ -92,7 +92,7 @@ def sections() -> list[tuple[str, str, list[str]]]:
 
 def test_every_results_section_names_existing_json():
     found = sections()
-    assert {doc for doc, _, _ in found} == {"README.md", "docs/benchmarks.md"}
+    assert {doc for doc, _, _ in found} == {"README.md", "docs/benchmarks.md", "docs/course.md"}
     for doc, body, files in found:
         assert files, f"{doc}: a figures section names no JSON"
         for name in files:

@@ -1,4 +1,4 @@
-"""The dashboard's Voila server: `python -m admm_explorer.ui.voila_app NOTEBOOK [Voila options]`.
+"""The dashboard's Voila server: `python -m admm_explorer.ui.voila_app FOLDER [Voila options]` (every notebook in FOLDER a page).
 
 Plain Voila turns Jupyter Server's Host check off (allow_remote_access=True): a page on another site whose
 name resolves to 127.0.0.1 (DNS rebinding) could then talk to it. Here the check is back on: only loopback

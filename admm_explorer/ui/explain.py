@@ -128,7 +128,8 @@ EXPLAIN: dict[str, Explanation] = {
     "Runs": Explanation(
         shows="Every stage run in this page, across setups, and two runs' curves overlaid.",
         math=r"Compare pipelines at the same epoch budget: ADMM then retraining against a one-shot magnitude prune "
-             r"then retraining, at the same rates.",
+             r"then retraining, at the same rates. Magnitude pruning keeps the largest $|W|$ of the dense network at "
+             r"once; ADMM keeps $\Pi_S(W + U)$ after W has had rounds to move towards it.",
         look="at high rates ADMM keeps far more accuracy right after the hard prune than magnitude pruning does.",
         lesson="02-pruning-lenet5"),
 }

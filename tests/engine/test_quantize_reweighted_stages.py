@@ -84,7 +84,7 @@ def test_retrain_freezes_the_largest_magnitudes_first(pretrained):
 
 def test_progressive_and_magnitude_with_bits_end_on_levels(pretrained):
     for spec in ({"kind": "progressive", "targets": {"fc1": {"sparsity": 0.95, "bits": 2}}, "steps": 2,
-                  "admm_epochs": 0.2, "retrain_epochs": 0.2, "freeze_shares": [1.0]},
+                  "admm_epochs": 0.2, "retrain_epochs": 0.2, "update_every": 0.1, "freeze_shares": [1.0]},
                  {"kind": "magnitude", "targets": {"fc1": {"sparsity": 0.95, "bits": 4}}, "epochs": 0.2}):
         session = session_from(pretrained)
         stage(session, spec)
@@ -167,7 +167,7 @@ def test_reweighted_compression_out_of_reach_fails_before_any_work(pretrained):
     with pytest.raises(StageFailed, match="compression=100 cannot be reached: .* keep 6500 nonzero"):
         stage(session, {"kind": "reweighted", "layers": ["conv1", "fc2"], "compression": 100})
     assert not [e for e in events if isinstance(e, AdmmRound)]
-    stage(session, {"kind": "reweighted", "epochs": 0.1, "layers": ["conv1", "fc2"], "compression": 50})
+    stage(session, {"kind": "reweighted", "epochs": 0.1, "update_every": 0.1, "layers": ["conv1", "fc2"], "compression": 50})
     stage(session, {"kind": "retrain", "epochs": 0.05})
     assert session.compression() == pytest.approx(50, rel=1e-3)  # the pruned layers counted as they are
 
@@ -194,7 +194,7 @@ def test_later_stages_keep_quantized_layers_on_their_levels(pretrained, tmp_path
     assert session.quantized == {"fc2"}
     fc2 = prunable_layers(session.model)["fc2"].weight.detach().clone()
     stage(session, {"kind": "pretrain", "epochs": 0.1})
-    stage(session, {"kind": "admm", "epochs": 0.1, "targets": {"fc1": 0.9}})
+    stage(session, {"kind": "admm", "epochs": 0.1, "update_every": 0.1, "targets": {"fc1": 0.9}})
     stage(session, {"kind": "retrain", "epochs": 0.1})
     assert torch.equal(prunable_layers(session.model)["fc2"].weight.detach(), fc2)  # never moved
     save(session, tmp_path / "q.pt", 0, "retrain")

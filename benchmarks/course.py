@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from results_io import environment, wait_for_quiet, write
+from results_io import REPO, environment, wait_for_quiet, write
 
 from admm_explorer.ui.serve import package_notebooks
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+sys.path.insert(0, str(REPO / "tests" / "ui"))  # browser.py: Chromium, and the server as its user starts it
+from browser import chromium, server  # noqa: E402
 
 
 def run_seconds(path: Path, quick: bool) -> float:
@@ -41,28 +39,17 @@ def run_seconds(path: Path, quick: bool) -> float:
 
 def screenshot(number: str, out: Path) -> float:
     """Seconds until the lesson's page showed its first figure; the shot is that figure's cell."""
-    from playwright.sync_api import sync_playwright
-
-    process = subprocess.Popen([sys.executable, "-m", "admm_explorer.cli", "dashboard", number, "--no-browser",
-                                "--port=0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        url = re.search(r"http://127\.0\.0\.1:\d+/\S*", process.stdout.readline()).group(0)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            start = time.monotonic()
-            page.goto(url, timeout=600_000)
-            figure = page.locator(".js-plotly-plot").first
-            figure.wait_for(timeout=600_000)
-            seconds = time.monotonic() - start
-            time.sleep(2)  # plotly's first layout pass
-            cell = page.locator(".jp-Cell", has=figure).first
-            cell.screenshot(path=str(out / f"course-{number}.png"))
-            browser.close()
-        return seconds
-    finally:
-        process.terminate()
-        process.wait(60)
+    command = [sys.executable, "-m", "admm_explorer.cli", "dashboard", number, "--no-browser", "--port=0"]
+    with tempfile.TemporaryDirectory() as folder, server(command, Path(folder), Path(folder) / "voila.log") as url, \
+            chromium(1280, 1000) as page:
+        start = time.monotonic()
+        page.goto(url, timeout=600_000)
+        figure = page.locator(".js-plotly-plot").first
+        figure.wait_for(timeout=600_000)
+        seconds = time.monotonic() - start
+        time.sleep(2)  # plotly's first layout pass
+        page.locator(".jp-Cell", has=figure).first.screenshot(path=str(out / f"course-{number}.png"))
+    return seconds
 
 
 def main() -> None:

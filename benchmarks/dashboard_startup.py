@@ -17,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from results_io import environment, spread, write
+from results_io import REPO, environment, spread, write
 
 from admm_explorer.ui.serve import free_port
 
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(REPO / "tests" / "ui"))  # browser.py: the Chromium every browser check uses
+from browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 TARGET_S = 10.0  # seconds to an interactive page
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def once(browser, folder: Path) -> tuple[float, float, float]:
@@ -60,7 +60,7 @@ def main() -> None:
     env = environment()
     folder = Path.cwd()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         chromium_version = browser.version
         runs = [once(browser, folder) for _ in range(args.repeats)]
         browser.close()
@@ -75,7 +75,7 @@ def main() -> None:
         "dashboard_command": "python -m admm_explorer.cli dashboard --no-browser --port=<free port>",
         "cwd": str(folder), "browser": f"{CHROMIUM} (Chromium {chromium_version}), headless via Playwright, "
                                       f"started before the clock",
-        "browser_args": ARGS, "viewport": [1600, 2400],
+        "browser_args": CHROMIUM_ARGS, "viewport": [1600, 2400],
         "printed": "the command's first stdout line (the address) read",
         "loaded": "page.goto(address) returned (load event)",
         "interactive": "the Run ADMM button visible and >= 5 .js-plotly-plot figures drawn",

@@ -77,9 +77,10 @@ EXPLAIN: dict[str, Explanation] = {
         math=r"Primal: $r^k = \|W^k - Z^k\|_F$, how far the trained weights are from the constraint set's point. "
              r"Dual: $s^k = \rho\,\|Z^k - Z^{k-1}\|_F$, how much Z still moves, scaled by $\rho$. ADMM has converged "
              r"when both are small.",
-        look="the primal residual falls as the penalty pulls W onto Z's support. The dual residual measures the "
-             "change of Z times ρ, so a growing ρ makes it larger for the same movement of Z; it falls only once "
-             "Z's support settles.",
+        look="the primal residual of the large layers (fc1, conv2) falling as the penalty pulls W onto Z's "
+             "support; a small layer such as conv1 may stay flat while ρ is still small. The dual residual is the "
+             "change of Z times ρ: under the default geometric schedule ρ grows 1.3x a round and the dual residual "
+             "grows with it, even in the later rounds, when Z moves less and less.",
         lesson="01-admm-from-scratch"),
     "Weight histogram": Explanation(
         shows="The weights W of one layer at a Z/U round, split by Z: blue are the weights Z keeps, orange the "

@@ -100,9 +100,11 @@ def check_state(path: Path, state: dict, model: nn.Module) -> None:
         raise CheckpointError(f"checkpoint {path} does not fit this model: {'; '.join(parts)}")
 
 
-def check_start(path: Path, model: nn.Module) -> None:
+def check_start(path: Path, model: nn.Module) -> bool:
+    """Raises CheckpointError unless the checkpoint fits the model; True if it holds hard masks (pruned)."""
     payload = read(path)
     check_state(path, payload["state_dict"], rebuild(payload, model))
+    return bool(payload.get("masks"))
 
 
 def load_into(session: "Session", path: Path) -> dict:

@@ -27,7 +27,8 @@ class RunStarted(Event):
     dataset: str
     device: str
     test_set: str
-    layers: dict  # prunable layer name -> {"shape": [...], "weights": int, "macs": int}
+    layers: dict  # prunable layer name -> {"shape": [...], "weights": int, "nonzero": int, "macs": int}, as loaded
+    dense_weights: int  # prunable weights of the dense network the session was built as (before any P-RM shrink)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,17 @@ class PurifyDone(Event):
     removed: dict  # layer -> {"filters": n, "channels": n}
     retrain_kept: bool = True  # False: the short retrain lowered the accuracy and was dropped
     selected_on: str = "test"  # "validation" | "test": the set tau and the retrain's keep-or-drop were judged on
+    changed: bool = True  # False: nothing could be removed; the network was left as it was (before == after)
+
+
+@dataclass(frozen=True)
+class ModelShrunk(Event):
+    """P-RM replaced the model by a physically smaller one: `layers` describes it as RunStarted does."""
+
+    kind: ClassVar[str] = "model_shrunk"
+    stage: int
+    layers: dict
+    dense_weights: int
 
 
 @dataclass(frozen=True)

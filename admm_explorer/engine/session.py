@@ -73,14 +73,22 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.pretrained and not spec.pretrained_available:
         raise RecipeError(f"pretrained = true: model {recipe.model!r} has no pretrained weights")
     model = spec.build(pretrained=False)
+    pruned = recipe.start is not None and checkpoints.check_start(recipe.start, model)
     for i, stage in enumerate(recipe.stages):
+        entry = get_stage(stage.kind)
         try:
-            get_stage(stage.kind).check(stage, model)
+            entry.check(stage, model)
             check_output_filters(stage, model, spec.input_shape)
+            if entry.needs_pruning and not pruned:
+                raise ValueError(nothing_pruned(entry))
         except (ValueError, KeyError) as e:
             raise RecipeError(f"stages[{i}] ({stage.kind}): {e}") from None
-    if recipe.start is not None:
-        checkpoints.check_start(recipe.start, model)
+        pruned = pruned or entry.prunes
+
+
+def nothing_pruned(entry) -> str:
+    return (f"nothing is pruned before it: {entry.needs_pruning}; prune first (admm then retrain, progressive, "
+            "magnitude, or reweighted then retrain)")
 
 
 def check_output_filters(stage: StageSpec, model: nn.Module, input_shape: tuple[int, ...]) -> None:
@@ -142,10 +150,6 @@ class Session:
         self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
         self.dense_weights = sum(m.weight.numel() for m in prunable_layers(self.model).values())
         self.dense_params = sum(p.numel() for p in self.model.parameters())
-        self.layer_info = {
-            name: {"shape": list(m.weight.shape), "weights": m.weight.numel(), "macs": macs}
-            for (name, m), macs in zip(prunable_layers(self.model).items(),
-                                       layer_macs(self.model, self.spec.input_shape).values())}
         self.masks: dict[str, torch.Tensor] = {}  # hard masks in force: pruned weights stay exactly zero
         self.targets: dict = {}  # LayerTarget per layer of the last pruning stage (retrain prunes to these)
         self.quantized: set[str] = set()  # layers whose kept weights sit on their levels and stay there
@@ -177,7 +181,8 @@ class Session:
     def announce(self) -> None:
         self.emit(RunStarted(run_dir=str(self.run_dir) if self.run_dir else None, model=self.recipe.model,
                              dataset=self.recipe.dataset, device=str(self.device),
-                             test_set=self.data.test_description, layers=self.layer_info))
+                             test_set=self.data.test_description, layers=self.layer_info(),
+                             dense_weights=self.dense_weights))
 
     # control ----------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -226,6 +231,14 @@ class Session:
     # measurements -----------------------------------------------------------------------------------
     def prunable(self) -> dict[str, nn.Module]:
         return prunable_layers(self.model)
+
+    def layer_info(self) -> dict[str, dict]:
+        """Prunable layer -> shape, weights, nonzero weights, MACs of one sample, of the model as it is now
+        (the shrunk one after P-RM or a shrunk checkpoint)."""
+        macs = layer_macs(self.model, self.spec.input_shape)
+        return {name: {"shape": list(m.weight.shape), "weights": m.weight.numel(),
+                       "nonzero": int(torch.count_nonzero(m.weight)), "macs": macs[name]}
+                for name, m in self.prunable().items()}
 
     def layer_stats(self) -> dict[str, dict]:
         out = {}
@@ -281,6 +294,8 @@ class Session:
         try:
             entry.check(spec, self.model)
             check_output_filters(spec, self.model, self.spec.input_shape)
+            if entry.needs_pruning and not self.masks:
+                raise ValueError(nothing_pruned(entry))
         except (ValueError, KeyError) as e:
             raise RecipeError(f"{spec.kind}: {e}") from None
         if not self._lock.acquire(blocking=False):

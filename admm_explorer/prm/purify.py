@@ -41,7 +41,7 @@ from torch import nn
 
 from .graph import channel_graph
 from .paths import baked, plan, structured_masks_to_bn
-from .report import report
+from .report import reports
 from .shrink import shrink_plan
 
 DEFAULT_TAUS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -49,7 +49,7 @@ DEFAULT_TAUS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 @dataclass
 class PurifyResult:
-    model: nn.Module  # physically shrunk
+    model: nn.Module  # physically shrunk; the masked input network itself when `changed` is False
     tau: float  # chosen threshold; 0.0 when no tau kept the accuracy within tolerance
     accuracies: dict[float, float]  # tau -> accuracy of the purified masked network (before retraining)
     accuracy_before: float  # the masked network given to purify
@@ -58,7 +58,8 @@ class PurifyResult:
     masks: dict[str, torch.Tensor]  # after purification, shaped like the unshrunk weights
     removed: dict[str, dict[str, list[int]]]  # unused path removal: module -> {"out": [...], "in": [...]}
     before: dict  # report() of the masked network
-    after: dict  # report() of the shrunk network
+    after: dict  # report() of the shrunk network (latencies of both measured in turn)
+    changed: bool = True  # False: no tau purified a weight and no path was unused; nothing retrained or shrunk
 
 
 def masked(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
@@ -123,6 +124,9 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
            input_shape: tuple[int, ...], latency: bool = True) -> PurifyResult:
     """P-RM: purification sweep, retrain(model, masks) in place if given, unused path removal, shrink.
 
+    When no tau purifies any weight and no path is unused, nothing is retrained or shrunk: the result has
+    changed False and the masked input network.
+
     `evaluate` returns accuracy as a fraction; `tolerance` is in the same unit (0.001 = 0.1 points).
     `input_shape` is one sample's (C, H, W), used to trace the network and for the reports.
     `model` is not modified.
@@ -141,17 +145,24 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
             break
         tau = t
     network, final_masks = purified(base, masks, tau, x, protected) if tau else (base, masks)
+    p = plan(network, x)  # the same outputs, constants folded into the readers' biases
+    if (not any(r["out"] or r["in"] for r in p.by_layer().values())
+            and all(torch.equal(final_masks[name], masks[name]) for name in masks)):
+        before, = reports([base], input_shape, latency=latency)
+        return PurifyResult(model=base, tau=tau, accuracies=accuracies, accuracy_before=accuracy,
+                            accuracy_after=accuracy, retrain_kept=False, masks=masks, removed={}, before=before,
+                            after=dict(before), changed=False)
     retrain_kept = False
     if retrain is not None:
-        removal = plan(network, x)  # the same outputs, constants folded into the readers' biases
-        retrained, retrain_masks = removal.graph.model, removal.masks(final_masks)
-        retrain(retrained, retrain_masks)
+        retrained, retrain_masks = p.graph.model, p.masks(final_masks)
+        retrain(retrained, retrain_masks)  # in place: p is planned again below
         retrained = masked(retrained, retrain_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
         if evaluate(retrained) >= accuracies.get(tau, accuracy):
             network, retrain_kept = retrained, True
-    p = plan(network, x)
+        p = plan(network, x)
     removed = p.by_layer()
     shrunk = shrink_plan(p)
+    before, after = reports([base, shrunk], input_shape, latency=latency)
     return PurifyResult(
         model=shrunk,
         tau=tau,
@@ -161,6 +172,6 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
         retrain_kept=retrain_kept,
         masks=final_masks,
         removed=removed,
-        before=report(base, input_shape, latency=latency),
-        after=report(shrunk, input_shape, latency=latency),
+        before=before,
+        after=after,
     )

@@ -6,6 +6,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,32 +35,40 @@ def structure_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def latency_ms(model: nn.Module, x: torch.Tensor, runs: int, warmup: int = 2) -> float:
-    """Median wall time of one forward pass, in milliseconds."""
-    for _ in range(warmup):
-        model(x)
-    times = []
+def latencies_ms(models: Sequence[nn.Module], x: torch.Tensor, runs: int, warmup: int = 2) -> list[float]:
+    """Median wall time of one forward pass of each model, in milliseconds, the models timed in turn (run i
+    of every model before run i + 1 of any): load on a shared machine falls on all of them alike."""
+    for model in models:
+        for _ in range(warmup):
+            model(x)
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(runs):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for model, own in zip(models, times):
+            start = time.perf_counter()
+            model(x)
+            own.append(time.perf_counter() - start)
+    return [1000 * statistics.median(own) for own in times]
+
+
+def reports(models: Sequence[nn.Module], input_shape: tuple[int, ...], latency: bool = True,
+            runs_b1: int = 20, runs_b64: int = 5) -> list[dict[str, float | int | None]]:
+    """report() of each model; their latencies are measured in turn (latencies_ms), so they compare."""
+    out = [{"params": sum(p.numel() for p in model.parameters()),
+            "macs": sum(layer_macs(model, input_shape).values()),
+            "size_bytes": size_bytes(model),
+            **structure_sparsity(model),
+            "latency_ms_b1": None,
+            "latency_ms_b64": None} for model in models]
+    if latency:
+        cpu = [copy.deepcopy(model).cpu().eval() for model in models]
+        for key, batch, runs in (("latency_ms_b1", 1, runs_b1), ("latency_ms_b64", 64, runs_b64)):
+            for figures, ms in zip(out, latencies_ms(cpu, torch.randn(batch, *input_shape), runs)):
+                figures[key] = ms
+    return out
 
 
 def report(model: nn.Module, input_shape: tuple[int, ...], latency: bool = True,
            runs_b1: int = 20, runs_b64: int = 5) -> dict[str, float | int | None]:
     """params, macs (multiply-accumulates of conv/linear layers, one sample, zeros counted), size_bytes,
     filter/column sparsity, and CPU latency (median, eval mode, current torch thread count) at batch 1 and 64."""
-    out: dict[str, float | int | None] = {
-        "params": sum(p.numel() for p in model.parameters()),
-        "macs": sum(layer_macs(model, input_shape).values()),
-        "size_bytes": size_bytes(model),
-        **structure_sparsity(model),
-        "latency_ms_b1": None,
-        "latency_ms_b64": None,
-    }
-    if latency:
-        cpu = copy.deepcopy(model).cpu().eval()
-        out["latency_ms_b1"] = latency_ms(cpu, torch.randn(1, *input_shape), runs_b1)
-        out["latency_ms_b64"] = latency_ms(cpu, torch.randn(64, *input_shape), runs_b64)
-    return out
+    return reports([model], input_shape, latency, runs_b1, runs_b64)[0]

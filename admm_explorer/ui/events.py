@@ -30,4 +30,3 @@ class TargetsChanged(Event):
 
     kind: ClassVar[str] = "targets_changed"
     targets: dict
-    compression: float  # of the whole model if every target were met

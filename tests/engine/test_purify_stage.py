@@ -104,3 +104,83 @@ def test_evaluating_on_a_validation_set_that_was_not_held_out_is_refused():
     session = Session(parse_recipe({"device": "cpu"}))
     with pytest.raises(RecipeError, match="no validation set"):
         session.evaluate(split="validation")
+
+
+def test_purify_refuses_a_model_that_nothing_pruned_before_any_work():
+    """On an unpruned network P-RM has nothing to remove: the recipe check and the session refuse it in one
+    line, before any stage starts (no StageStarted, no record, the model untouched)."""
+    with pytest.raises(RecipeError, match=r"stages\[1\] \(purify\): nothing is pruned before it"):
+        parse_and_check({"device": "cpu", "stages": [{"kind": "pretrain", "epochs": 0.1},
+                                                       {"kind": "purify"}]})
+    # a stage that prunes before it, or a pruned start checkpoint, makes it valid
+    parse_and_check({"device": "cpu", "stages": [{"kind": "magnitude", "targets": {"*": 0.5}, "epochs": 0.1},
+                                                   {"kind": "purify"}]})
+    events = []
+    session = Session(parse_recipe({"device": "cpu", "seed": 5}))
+    session.subscribe(events.append)
+    weights = {k: v.clone() for k, v in session.model.state_dict().items()}
+    with pytest.raises(RecipeError, match="purify: nothing is pruned before it: P-RM removes"):
+        session.run_stage(parse_recipe({"stages": [{"kind": "purify"}]}).stages[0])
+    assert events == [] and session.records == [] and session.stage_index == 0
+    assert all(torch.equal(weights[k], v) for k, v in session.model.state_dict().items())
+
+
+def parse_and_check(recipe: dict) -> None:
+    from admm_explorer.engine.session import check_recipe
+
+    check_recipe(parse_recipe(recipe))
+
+
+def test_a_purify_that_finds_nothing_to_remove_changes_nothing():
+    """10% unstructured pruning leaves every filter and column near its layer's mean norm: no threshold of
+    the sweep purifies anything and no channel is unused, so P-RM neither retrains nor shrinks; the table
+    compares the network with itself (before == after) and says so."""
+    from admm_explorer.engine import ModelShrunk
+
+    events = []
+    session = Session(parse_recipe({"device": "cpu", "seed": 5}))
+    session.run_stage(parse_recipe({"stages": [{"kind": "magnitude", "targets": {"*": 0.1},
+                                                "epochs": 0.05}]}).stages[0])
+    session.subscribe(events.append)
+    model, masks = session.model, dict(session.masks)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    record = session.run_stage(parse_recipe({"stages": [{"kind": "purify", "taus": [0.05], "latency": False,
+                                                         "retrain_epochs": 1}]}).stages[0])
+    done = next(e for e in events if isinstance(e, PurifyDone))
+    assert not done.changed and done.removed == {} and done.before == done.after
+    assert not any(isinstance(e, ModelShrunk) for e in events)
+    assert not [e for e in events if e.kind == "batch_ended"]  # the retrain did not run
+    assert session.model is model and session.arch is None and record.accuracy == done.before["accuracy"]
+    assert all(torch.equal(weights[k], v) for k, v in session.model.state_dict().items())
+    assert all(torch.equal(session.masks[k], masks[k]) for k in masks)
+
+
+def test_after_a_shrink_the_session_describes_the_shrunk_layers(tmp_path):
+    """ModelShrunk (and a later session started from the shrunk checkpoint) describe the layers as they are
+    now, with the dense network's weight count beside them; the compression compares with the dense one."""
+    from admm_explorer.engine import ModelShrunk, RunStarted
+    from admm_explorer.engine.checkpoints import save
+
+    events = []
+    session = Session(parse_recipe({"device": "cpu", "seed": 5}))
+    session.subscribe(events.append)
+    for stage in parse_recipe({"stages": [
+            {"kind": "magnitude", "targets": {"conv2": {"sparsity": 0.6, "structure": "filter"},
+                                              "fc1": {"sparsity": 0.9, "structure": "filter"}}, "epochs": 0.05},
+            {"kind": "purify", "taus": [0.05], "latency": False, "retrain_epochs": 0}]}).stages:
+        session.run_stage(stage)
+    shrunk = next(e for e in events if isinstance(e, ModelShrunk))
+    layers = session.prunable()
+    assert shrunk.dense_weights == 430_500
+    assert {n: i["shape"] for n, i in shrunk.layers.items()} == {n: list(m.weight.shape) for n, m in layers.items()}
+    assert shrunk.layers["conv2"]["shape"][0] <= 20 and shrunk.layers["fc1"]["shape"][0] <= 50
+    nonzero = sum(i["nonzero"] for i in shrunk.layers.values())
+    assert nonzero == sum(int(torch.count_nonzero(m.weight)) for m in layers.values())
+    assert session.compression() == pytest.approx(430_500 / nonzero)
+    path = save(session, tmp_path / "purified.pt", 2, "purify")
+    again = Session(parse_recipe({"device": "cpu", "start": str(path)}))
+    started = []
+    again.subscribe(started.append)
+    again.announce()
+    assert isinstance(started[0], RunStarted) and started[0].layers == shrunk.layers
+    assert started[0].dense_weights == 430_500

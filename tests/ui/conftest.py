@@ -10,7 +10,8 @@ from admm_explorer.ui import Explorer
 
 sys.path.insert(0, str(Path(__file__).parent))  # browser.py, shared with .ci/first_command.py
 
-# tiny budgets: 4,000 sample digits in batches of 64 = 63 batches an epoch; evaluations on the 1,000 held-out digits
+# tiny budgets: 3,500 sample digits (500 more are the validation set) in batches of 64 = 55 batches an epoch;
+# evaluations on the 1,000 held-out digits
 TINY = dict(pretrain_epochs=0.2, admm_epochs=0.4, update_every=0.1, retrain_epochs=0.2, eval_every=0.1)
 
 

@@ -5,14 +5,16 @@ import math
 import re
 
 import pytest
+import torch
 
 from admm_explorer.admm.targets import LayerTarget, kept_weights
+from admm_explorer.ui.panels.purify import NOT_YET
 
 PAPER = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
 
 
 def test_admm_figures_hold_every_round(explorer, recorder, finish):
-    layers = explorer.controller.session.layer_info
+    layers = explorer.controller.session.layer_info()
     explorer.targets.b_paper.click()
     assert "71.2× fewer weights" in explorer.targets.total.value
     finish(explorer, explorer.stages.b_pretrain)
@@ -122,6 +124,39 @@ def test_errors_are_readable_and_the_session_goes_on(explorer, recorder, finish)
     assert recorder.of("stage_ended")[-1].accuracy > 0.5
 
 
+def test_purify_before_any_pruning_is_refused_and_changes_nothing(explorer, recorder):
+    """On a fresh network P-RM has nothing to remove: one line says so, no stage runs or is recorded."""
+    weights = {k: v.clone() for k, v in explorer.controller.session.model.state_dict().items()}
+    explorer.purify.b_purify.click()
+    explorer.controller.wait(timeout=60)
+    assert "purify: nothing is pruned before it" in explorer.notices.messages[-1].text
+    assert not recorder.of("stage_started") and explorer.runs.runs == []
+    assert explorer.purify.result.value == NOT_YET
+    assert "purify" not in explorer.controller.recipe_yaml()
+    state = explorer.controller.session.model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in state.items())
+
+
+def test_a_new_setup_starts_every_panel_clean(explorer, recorder, finish):
+    """Apply setup: the figures, the stage status and the P-RM table start empty, the targets stay and are
+    drawn again; the Runs panel keeps the earlier runs, labelled by their setup."""
+    from admm_explorer.engine import PurifyDone
+
+    finish(explorer, explorer.stages.b_pretrain)
+    figures = {"params": 100, "macs": 1000, "size_bytes": 4096, "accuracy": 0.9}
+    explorer.controller.post(PurifyDone(stage=1, tau=0.4, tolerance=0.001, sweep=[], before=figures,
+                                        after={**figures, "params": 50}, removed={}))
+    assert "parameters" in explorer.purify.result.value
+    explorer.setup.seed.value = 1
+    explorer.setup.b_apply.click()
+    assert explorer.purify.result.value == NOT_YET
+    assert "idle" in explorer.stages.status.value and explorer.stages.progress.value == 0
+    assert all(len(trace.x) == 0 for trace in explorer.accuracy.figure.data)
+    targets = {d.name: list(d.y) for d in explorer.sparsity.figure.data}["target"]
+    assert targets == pytest.approx(list(PAPER.values()))
+    assert [(r["kind"], r["setup"]) for r in explorer.runs.runs] == [("pretrain", "lenet5 · mnist-sample (setup 1)")]
+
+
 def test_presets_move_the_total_live(explorer):
     t = explorer.targets
     t.uniform.value = 0.9
@@ -137,7 +172,7 @@ def test_presets_move_the_total_live(explorer):
     assert t.rows["conv2"].kept.value == "2,500"
     bars = {d.name: list(d.y) for d in explorer.sparsity.figure.data}
     assert bars["target"][1] == pytest.approx(0.9)
-    weights = sum(layer["weights"] for layer in explorer.controller.session.layer_info.values())
+    weights = sum(layer["weights"] for layer in explorer.controller.session.layer_info().values())
     assert t.compression == pytest.approx(weights / (100 + 2500 + 3600 + 350))
 
 
@@ -153,6 +188,7 @@ def test_exports_reproduce_the_session(explorer, finish, tmp_path):
     for button in (explorer.stages.b_pretrain, explorer.stages.b_admm, explorer.stages.b_retrain,
                    explorer.purify.b_purify):
         finish(explorer, button)
+    describes_the_loaded_network(explorer)
     explorer.export.folder.value = str(tmp_path)
     for button in (explorer.export.b_checkpoint, explorer.export.b_shrunk, explorer.export.b_onnx,
                    explorer.export.b_recipe):
@@ -186,6 +222,31 @@ def test_exports_reproduce_the_session(explorer, finish, tmp_path):
     assert explorer.controller.session is not session
     assert explorer.controller.session.evaluate()[1] == accuracy
     assert math.isclose(explorer.controller.session.compression(), session.compression())
+    describes_the_loaded_network(explorer)  # a session started from a checkpoint saved after P-RM
+    assert explorer.purify.result.value == NOT_YET  # the new setup's P-RM table starts clean
+    assert [d.y for d in explorer.sparsity.figure.data][0] == (None,) * 4  # the untargeted shrunk layers
+
+
+def describes_the_loaded_network(explorer):
+    """After P-RM every panel shows the shrunk layers: Targets' shapes and Kept, the total against the dense
+    network (equal to the session's compression while no target is set), Setup's weights."""
+    session = explorer.controller.session
+    explorer.controller.flush()
+    layers = session.prunable()
+    rows = explorer.targets.rows
+    assert {n: r.shape for n, r in rows.items()} == {n: tuple(m.weight.shape) for n, m in layers.items()}
+    assert all(int(rows[n].kept.value.replace(",", "")) == int(torch.count_nonzero(m.weight))
+               for n, m in layers.items())
+    assert explorer.targets.targets() == {}
+    assert explorer.targets.compression == pytest.approx(session.compression())
+    assert f"{session.compression():.1f}× fewer weights" in explorer.targets.total.value
+    weights = sum(m.weight.numel() for m in layers.values())
+    assert f"{weights:,} weights, shrunk by P-RM from 430,500" in explorer.setup.status.value
+    # a target is a fraction of the shrunk layer: fc1 at 0.5 keeps half of what it has now, at most
+    fc1 = rows["fc1"]
+    fc1.sparsity.value = 0.5
+    assert int(fc1.kept.value.replace(",", "")) == min(fc1.nonzero, round(fc1.shape[0] * fc1.shape[1] * 0.5))
+    fc1.sparsity.value = 0.0
 
 
 def widgets(root):
@@ -234,7 +295,7 @@ def test_drawing_is_throttled_and_a_failing_panel_is_reported(explorer, recorder
     explorer.stages.b_pretrain.click()
     assert explorer.controller.wait(timeout=60)
     seconds = time.monotonic() - start
-    assert len(recorder.of("batch_ended")) == 63
+    assert len(recorder.of("batch_ended")) == 55
     assert len(draws) <= 10 * seconds + 4  # at most ~10 draws a second, whatever the batch rate
     gaps = [b - a for a, b in zip(draws, draws[1:-1])]  # the last draw is the stage's final flush
     assert min(gaps) >= 0.09
@@ -259,10 +320,12 @@ def test_reweighted_then_retrain_reaches_the_global_compression(explorer, record
 def test_a_validation_set_from_setup_reaches_the_session_and_the_purify_table(explorer):
     from admm_explorer.engine import PurifyDone
 
-    explorer.setup.validation.value = 500
+    data = explorer.controller.session.data
+    assert (data.n_train, data.n_validation) == (3500, 500)  # P-RM chooses on held-out digits by default
+    explorer.setup.validation.value = 300
     explorer.setup.b_apply.click()
     data = explorer.controller.session.data
-    assert (data.n_train, data.n_validation) == (3500, 500)
+    assert (data.n_train, data.n_validation) == (3700, 300)
     session = explorer.controller.session
     explorer.setup.validation.value = 4000  # all of the training digits: refused, the session stays
     explorer.setup.b_apply.click()
@@ -277,7 +340,13 @@ def test_a_validation_set_from_setup_reaches_the_session_and_the_purify_table(ex
     explorer.purify.render()
     table = explorer.purify.result.value
     assert "validation accuracy" in table and "97.10%" in table and "-0.10 pts" in table
-    assert "on the validation set" in table and "95.80%" in table
+    assert "on the validation set" in table and "95.80%" in table and "No validation set" not in table
+    explorer.purify.on_purify_done(PurifyDone(stage=3, tau=0.4, tolerance=0.001, selected_on="test", sweep=[],
+                                              before={**figures, "accuracy": 0.96}, after={**figures, "accuracy": 0.95},
+                                              removed={}))
+    explorer.purify.render()
+    assert "No validation set (Setup: Validation 0): τ and the retrain were chosen on the test set" in (
+        explorer.purify.result.value)
 
 
 def test_paths_typed_in_the_dashboard_stay_inside_its_root(explorer, tmp_path, monkeypatch):

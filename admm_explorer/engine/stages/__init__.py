@@ -21,6 +21,8 @@ class StageEntry:
     run: Callable[["Session", StageSpec, "StageContext"], None]
     epochs: Callable[[StageSpec], float]  # training epochs the stage runs in all (progress, ETA)
     check: Callable[[StageSpec, nn.Module], None] = lambda spec, model: None  # raises ValueError
+    prunes: bool = False  # leaves hard masks in force (the weights it prunes are exactly zero)
+    needs_pruning: str = ""  # non-empty: why the stage runs only on a pruned model (no masks: refused)
 
     def batches(self, spec: StageSpec, batches_per_epoch: int) -> int:
         return math.ceil(self.epochs(spec) * batches_per_epoch)

@@ -333,9 +333,12 @@ def run_reweighted(session, spec: ReweightedSpec, ctx) -> None:
 
 
 register(StageEntry("admm", AdmmSpec, run_admm, epochs=lambda s: s.epochs, check=check_targets))
-register(StageEntry("retrain", RetrainSpec, run_retrain, epochs=lambda s: s.epochs, check=check_targets))
+register(StageEntry("retrain", RetrainSpec, run_retrain, epochs=lambda s: s.epochs, check=check_targets,
+                    prunes=True))
 register(StageEntry("progressive", ProgressiveSpec, run_progressive,
-                    epochs=lambda s: s.step_count() * (s.admm_epochs + s.retrain_epochs), check=check_progressive))
-register(StageEntry("magnitude", MagnitudeSpec, run_magnitude, epochs=lambda s: s.epochs, check=check_targets))
+                    epochs=lambda s: s.step_count() * (s.admm_epochs + s.retrain_epochs), check=check_progressive,
+                    prunes=True))
+register(StageEntry("magnitude", MagnitudeSpec, run_magnitude, epochs=lambda s: s.epochs, check=check_targets,
+                    prunes=True))
 register(StageEntry("reweighted", ReweightedSpec, run_reweighted, epochs=lambda s: s.epochs,
                     check=check_reweighted))

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ...prm import DEFAULT_TAUS, architecture, masked, purify
 from ...recipe import OptimizerSpec, StageSpec
-from ..events import PurifyDone
+from ..events import ModelShrunk, PurifyDone
 from . import StageEntry, register
 from .pruning import retrain_phase
 
@@ -50,12 +50,13 @@ def run_purify(session, spec: PurifySpec, ctx) -> None:
     dense_model, dense_masks = session.model, session.masks  # Session.run_stage restores them on failure
     result = purify(dense_model, dense_masks, evaluate, spec.tolerance, tuple(spec.taus), retrain,
                     input_shape=session.spec.input_shape, latency=spec.latency)
-    session.model = result.model.to(session.device)
-    session.arch = architecture(result.model, base=session.recipe.model)
-    # zeros that remain inside the shrunk layers (unstructured pruning) stay zero from now on
-    session.masks = {name: m.weight.detach() != 0 for name, m in session.prunable().items()
-                     if name in dense_masks}
-    session.targets = {}
+    if result.changed:
+        session.model = result.model.to(session.device)
+        session.arch = architecture(result.model, base=session.recipe.model)
+        # zeros that remain inside the shrunk layers (unstructured pruning) stay zero from now on
+        session.masks = {name: m.weight.detach() != 0 for name, m in session.prunable().items()
+                         if name in dense_masks}
+        session.targets = {}  # they were fractions of the layers before the shrink
     removed = {name: {"filters": len(r.get("out", [])), "channels": len(r.get("in", []))}
                for name, r in result.removed.items() if r.get("out") or r.get("in")}
     before, after = {"accuracy": result.accuracy_before}, {"accuracy": result.accuracy_after}
@@ -67,9 +68,13 @@ def run_purify(session, spec: PurifySpec, ctx) -> None:
         stage=ctx.index, tau=result.tau, tolerance=spec.tolerance, selected_on=split,
         sweep=[{"tau": t, "accuracy": a} for t, a in sorted(result.accuracies.items())],
         before={**result.before, **before}, after={**result.after, **after}, removed=removed,
-        retrain_kept=result.retrain_kept)
+        retrain_kept=result.retrain_kept, changed=result.changed)
     session.purify_report = {k: v for k, v in event.as_dict().items() if k not in ("kind", "time")}
     session.emit(event)
+    if result.changed:
+        session.emit(ModelShrunk(stage=ctx.index, layers=session.layer_info(), dense_weights=session.dense_weights))
 
 
-register(StageEntry("purify", PurifySpec, run_purify, epochs=lambda s: s.retrain_epochs))
+
+register(StageEntry("purify", PurifySpec, run_purify, epochs=lambda s: s.retrain_epochs,
+                    needs_pruning="P-RM removes the filters and channels pruning left (nearly) empty"))

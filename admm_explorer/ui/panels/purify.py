@@ -9,8 +9,29 @@ from ...recipe import parse_stage
 from .base import Panel, button, labelled, table
 
 
+NOT_YET = "<i>not purified yet: prune (Run ADMM, Retrain), then Purify (P-RM)</i>"
+
+NO_VALIDATION = ("<div style='color:#9a6700'>No validation set (Setup: Validation 0): τ and the retrain were chosen "
+                 "on the test set, so the accuracy after P-RM is optimistic. Hold out training examples to choose on "
+                 "them instead.</div>")
+
+
 def ratio(before, after) -> str:
     return f"{before / after:.2f}×" if before is not None and after else ""
+
+
+def unchanged(e) -> str:
+    """Why a purify that changed nothing found nothing: the sweep's first threshold cost too much, or the
+    chosen one found no weak filter, column or unused channel."""
+    reference = e.before.get("validation_accuracy", e.before["accuracy"])  # what the sweep was judged against
+    if not e.tau and e.sweep:
+        first = e.sweep[0]
+        why = (f"the smallest threshold, τ = {first['tau']:g}, already costs {(reference - first['accuracy']) * 100:.2f} "
+               f"points on the {e.selected_on} set, more than the tolerance of {e.tolerance * 100:g}")
+    else:
+        why = f"at τ = {e.tau:g} no filter or column is weak and no channel is unused"
+    return (f"{why}. The network is unchanged: {e.before['params']:,} parameters, test accuracy "
+            f"{e.before['accuracy']:.2%}.")
 
 
 class PurifyPanel(Panel):
@@ -29,19 +50,23 @@ class PurifyPanel(Panel):
         self.b_purify = button("Purify (P-RM)", "remove weak filters and columns within the tolerance, then every "
                                                 "channel no path uses, then shrink the model physically", "primary")
         self.b_purify.on_click(self.action(lambda _: self.controller.run(self.spec())))
-        self.result = w.HTML("<i>not purified yet: prune (Run ADMM, Retrain), then Purify (P-RM)</i>")
+        self.result = w.HTML(NOT_YET)
         self.body.children = [self.tolerance, self.retrain_epochs, self.latency, self.b_purify, self.result]
         self.locked = [self.b_purify]
-        self.report = None
+        self.report = None  # the last PurifyDone of this session
+        self.running = False
 
     def spec(self):
         return parse_stage({"kind": "purify", "tolerance": self.tolerance.value / 100,
                             "retrain_epochs": self.retrain_epochs.value, "latency": self.latency.value}, "Purify")
 
+    def on_stage_started(self, event) -> bool:
+        self.running = event.stage_kind == "purify"
+        return self.running
+
     def on_activity(self, event) -> None:
         super().on_activity(event)
-        if event.busy and event.what == "purify":
-            self.report = "running"
+        self.running = self.running and event.busy
 
     def on_purify_done(self, event) -> None:
         self.report = event
@@ -51,10 +76,15 @@ class PurifyPanel(Panel):
 
     def render(self) -> None:
         e = self.report
-        if e is None:
-            return
-        if e == "running":
+        if self.running:
             self.result.value = "<i>purifying: threshold sweep, retrain, unused path removal, shrink …</i>"
+            return
+        if e is None:
+            self.result.value = NOT_YET
+            return
+        if not e.changed:
+            self.result.value = (f"<div><b>Nothing to remove</b>: {unchanged(e)}</div>"
+                                 + (NO_VALIDATION if e.selected_on == "test" else ""))
             return
         b, a = e.before, e.after
         rows = [["parameters", f"{b['params']:,}", f"{a['params']:,}", ratio(b["params"], a["params"])],
@@ -76,4 +106,5 @@ class PurifyPanel(Panel):
                              f"{e.selected_on} set); removed: "
                              f"{escape(removed)}</div>"
                              + ("" if e.retrain_kept else "<div>the short retrain lowered the accuracy and was "
-                                                          "dropped: the purified network is kept as it was</div>"))
+                                                          "dropped: the purified network is kept as it was</div>")
+                             + (NO_VALIDATION if e.selected_on == "test" else ""))

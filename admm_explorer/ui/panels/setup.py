@@ -17,6 +17,7 @@ from ...errors import UIError
 from .base import Panel, button, labelled
 
 STARTS = ["random", "checkpoint", "pretrain now"]
+VALIDATION = 500  # held-out training examples by default: a tenth of the embedded sample's 5,000 digits
 
 
 def base_dir() -> Path:
@@ -88,9 +89,10 @@ class SetupPanel(Panel):
                                          placeholder="(held-out sample digits)"), "Test set folder",
                                   "mnist-sample: a folder with the MNIST t10k IDX files; with it all 5,000 sample "
                                   "digits train and the 10,000 MNIST test digits test")
-        self.validation = labelled(w.IntText(value=r.get("validation", 0)), "Validation",
-                                   "training examples held out (a fixed draw) to choose the purification threshold "
-                                   "on; 0: it is chosen on the test set")
+        self.validation = labelled(w.IntText(value=r.get("validation", VALIDATION)), "Validation",
+                                   "training examples held out (a fixed draw): P-RM chooses its threshold and keeps "
+                                   "or drops its retrain on them, so the test set only reports; 0: no validation "
+                                   "set (P-RM then chooses on the test set, and its table says so)")
         self.data_root = labelled(w.Text(value=str(r.get("data_root") or ""), placeholder="(~/.cache/admm_explorer)"),
                                   "Data folder", "where torchvision datasets live (mnist, cifar10, imagenet)")
         self.b_apply = button("Apply setup", "start a new session with this setup: rebuilds the model (the runs so "
@@ -98,6 +100,7 @@ class SetupPanel(Panel):
         self.b_apply.on_click(self.action(lambda _: self.apply()))
         self.start.observe(self.action(lambda _: self.redraw()), "value")
         self.status = w.HTML()
+        self.session = ""  # model, data, device and test set of the session, as HTML
         self.body.children = [self.model, self.dataset, self.device, self.start, self.checkpoint, self.seed,
                               self.batch_size, self.test_root, self.validation, self.data_root, self.b_apply,
                               self.status]
@@ -121,10 +124,20 @@ class SetupPanel(Panel):
             self.pretrain()
 
     def on_run_started(self, event) -> None:
-        weights = sum(layer["weights"] for layer in event.layers.values())
-        self.status.value = (f"<b>{escape(event.model)}</b> on <b>{escape(event.dataset)}</b>, device "
-                             f"{escape(event.device)}<br>test set: {escape(event.test_set)}<br>{len(event.layers)} prunable layers, "
-                             f"{weights:,} weights")
+        self.session = (f"<b>{escape(event.model)}</b> on <b>{escape(event.dataset)}</b>, device "
+                        f"{escape(event.device)}<br>test set: {escape(event.test_set)}")
+        self.describe(event.layers, event.dense_weights)
+
+    def on_model_shrunk(self, event) -> None:
+        self.describe(event.layers, event.dense_weights)
+
+    def describe(self, layers: dict, dense_weights: int) -> None:
+        weights = sum(layer["weights"] for layer in layers.values())
+        nonzero = sum(layer["nonzero"] for layer in layers.values())
+        shape = (f"{weights:,} weights, shrunk by P-RM from {dense_weights:,}" if weights < dense_weights else
+                 f"{weights:,} weights")
+        self.status.value = (f"{self.session}<br>{len(layers)} prunable layers, {shape}"
+                             + (f"; {nonzero:,} nonzero" if nonzero < weights else ""))
 
     def render(self) -> None:
         self.checkpoint.disabled = self.busy or self.start.value != "checkpoint"

@@ -160,7 +160,7 @@ class StagesPanel(Panel):
 
     # events -----------------------------------------------------------------------------------------
     def on_run_started(self, event) -> None:
-        self.pruned = False
+        self.pruned, self.stage = False, None
 
     def on_targets_changed(self, event) -> bool:
         self.targets = event.targets
@@ -195,6 +195,7 @@ class StagesPanel(Panel):
         s = self.stage
         if s is None:
             self.status.value = f"<i>{'starting …' if self.busy else 'idle'}</i>"
+            self.progress.value, self.progress.bar_style = 0, ""
             return
         self.progress.max = s["total"]
         self.progress.value = s["step"]

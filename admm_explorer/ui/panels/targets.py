@@ -5,10 +5,8 @@ import math
 from html import escape
 
 import ipywidgets as w
-import torch
 
-from ...admm.targets import LayerTarget, compression, kept_weights
-from ...models import build_model
+from ...admm.targets import LayerTarget, kept_weights
 from ..events import TargetsChanged
 from .base import Panel, button, labelled
 
@@ -31,6 +29,7 @@ class Row:
 
     def __init__(self, name: str, info: dict, on_change):
         self.name, self.shape = name, tuple(info["shape"])
+        self.nonzero = info["nonzero"]  # weights not pruned now (hard masks hold the others at zero)
         self.sparsity = w.FloatSlider(value=0.0, min=0.0, max=0.999, step=0.001, readout_format=".3f",
                                       continuous_update=True, tooltip=f"fraction of {name}'s weights set to zero",
                                       description=f"{name} sparsity", style={"description_width": "0"},
@@ -49,6 +48,10 @@ class Row:
                       w.HTML(f"{info['weights']:,}"), w.HTML(short(info["macs"])),
                       self.sparsity, self.structure, self.bits, self.kept]
 
+    def kept_by(self, target: LayerTarget | None) -> int:
+        """Weights left if `target` is met: the pruned ones stay pruned (masks hold them); None: untargeted."""
+        return self.nonzero if target is None else min(self.nonzero, kept_weights(self.shape, target))
+
     def target(self) -> LayerTarget | None:
         s, bits = self.sparsity.value, self.bits.value or None
         if s <= 0 and bits is None:
@@ -59,15 +62,18 @@ class Row:
 
 
 class TargetsPanel(Panel):
+    """Rows describe the network as loaded: after P-RM (or from a shrunk checkpoint) the shrunk layers, whose
+    targets are fractions of what is left; the total compares with the dense network the session began as."""
+
     title = "Targets"
 
     def __init__(self, controller):
         super().__init__(controller)
         self.rows: dict[str, Row] = {}
         self.model_name = None
-        self.reference = None  # the model's architecture on the meta device: shapes without memory
+        self.dense_weights = 0  # prunable weights of the dense network: the total's reference
         self.syncing = False
-        self.compression, self.shown = 1.0, {}
+        self.shown: dict[str, LayerTarget] = {}  # the targets last announced (TargetsChanged)
         self.uniform = labelled(w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, readout_format=".3f"),
                                 "Uniform sparsity", "the sparsity the Uniform preset gives every layer")
         self.global_x = labelled(w.FloatText(value=50.0, step=1.0),
@@ -92,15 +98,35 @@ class TargetsPanel(Panel):
         self.locked = [self.uniform, self.global_x, self.b_uniform, self.b_paper, self.b_global]
 
     def on_run_started(self, event) -> None:
-        if event.model == self.model_name and list(event.layers) == list(self.rows):
-            return False
-        self.model_name = event.model
-        with torch.device("meta"):
-            self.reference = build_model(event.model)
-        self.rows = {name: Row(name, info, self.action(self.changed)) for name, info in event.layers.items()}
+        same = event.model == self.model_name and {n: i["shape"] for n, i in event.layers.items()} == {
+            n: list(r.shape) for n, r in self.rows.items()}
+        self.model_name, self.dense_weights = event.model, event.dense_weights
+        if same:  # keep the user's targets; announce them to the new session's panels
+            for name, row in self.rows.items():
+                row.nonzero = event.layers[name]["nonzero"]
+            self.changed()
+            return
+        self.layout(event.layers)
+        shrunk = sum(i["weights"] for i in event.layers.values()) < event.dense_weights
+        self.preset({} if shrunk else PAPER_LENET5 if set(PAPER_LENET5) == set(self.rows) else
+                    {n: 0.9 for n in self.rows})
+
+    def on_model_shrunk(self, event) -> None:
+        """P-RM shrank the layers: new rows, untargeted (Kept = what the shrunk layer keeps now)."""
+        self.dense_weights = event.dense_weights
+        self.layout(event.layers)
+        self.preset({})
+
+    def on_evaluation_done(self, event) -> None:
+        for name, sparsity in event.sparsity.items():
+            if name in self.rows:
+                row = self.rows[name]
+                row.nonzero = round((1 - sparsity) * math.prod(row.shape))
+
+    def layout(self, layers: dict) -> None:
+        self.rows = {name: Row(name, info, self.action(self.changed)) for name, info in layers.items()}
         header = [w.HTML(f"<b>{c}</b>") for c in COLUMNS]
         self.grid.children = header + [cell for row in self.rows.values() for cell in row.cells]
-        self.preset(PAPER_LENET5 if set(PAPER_LENET5) == set(self.rows) else {n: 0.9 for n in self.rows})
 
     def preset(self, sparsity: dict[str, float]) -> None:
         """Set every row at once (one TargetsChanged, not one per slider); unnamed layers become untargeted."""
@@ -117,26 +143,31 @@ class TargetsPanel(Panel):
     def changed(self, change=None) -> None:
         if self.syncing:
             return
-        targets = self.targets()
-        total = compression(self.reference, targets) if targets else 1.0
-        self.controller.post(TargetsChanged(targets=targets, compression=total))
+        self.controller.post(TargetsChanged(targets=self.targets()))
 
     def targets(self) -> dict[str, LayerTarget]:
         return {name: t for name, row in self.rows.items() if (t := row.target()) is not None}
 
     def on_targets_changed(self, event) -> None:
-        self.compression = event.compression
         self.shown = event.targets
 
+    @property
+    def kept(self) -> int:
+        """Prunable weights left if every announced target is met."""
+        return sum(row.kept_by(self.shown.get(name)) for name, row in self.rows.items())
+
+    @property
+    def compression(self) -> float:
+        """Of the dense network the session began as, if every announced target is met."""
+        return self.dense_weights / max(self.kept, 1)
+
     def render(self) -> None:
-        weights = kept = 0
         for name, row in self.rows.items():
-            n = math.prod(row.shape)
-            k = kept_weights(row.shape, self.shown[name]) if name in self.shown else n
-            weights, kept = weights + n, kept + k
-            row.kept.value = f"{k:,}"
+            row.kept.value = f"{row.kept_by(self.shown.get(name)):,}"
             for control in (row.sparsity, row.structure, row.bits):
                 control.disabled = self.busy
             row.structure.disabled = self.busy or row.sparsity.value <= 0
+        weights = sum(math.prod(row.shape) for row in self.rows.values())
+        shrunk = f", {self.dense_weights:,} before P-RM" if weights < self.dense_weights else ""
         self.total.value = (f"Total if every target is met: <b>{self.compression:.1f}× fewer weights</b> "
-                            f"({kept:,} of {weights:,} kept)" if self.rows else "")
+                            f"({self.kept:,} of {weights:,}{shrunk} kept)" if self.rows else "")

@@ -1,6 +1,7 @@
 """Every published figure is tied to its evidence: the numbers in README.md's results table, in
-docs/benchmarks.md and in docs/course.md must each equal, at the precision shown, a value in the JSON files that the section
-names (`<!-- figures: a.json b.json -->` ... `<!-- end figures -->`, files in benchmarks/results/).
+docs/benchmarks.md, docs/course.md and docs/algorithms.md must each equal, at the precision shown, a value
+in the JSON files that the section names (`<!-- figures: a.json b.json -->` ... `<!-- end figures -->`,
+files in benchmarks/results/).
 
 A figure is a number with a unit (%, x, ×, s, ms, points, B, bytes, M, GMAC/s) or a decimal point, and
 in a table also a number with a thousands separator; code spans, link targets and a table's first (label)
@@ -22,7 +23,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-DOCS = [REPO / "README.md", REPO / "docs" / "benchmarks.md", REPO / "docs" / "course.md"]
+DOCS = [REPO / "README.md", REPO / "docs" / "benchmarks.md", REPO / "docs" / "course.md",
+        REPO / "docs" / "algorithms.md"]
 SECTION = re.compile(r"<!-- figures: ([^>]*?) -->(.*?)<!-- end figures -->", re.S)
 UNIT = r"(?:%|x\b|×|\s?ms\b|\s?s\b|\s(?:points|pts)\b|\s?B\b|\sbytes\b|M\b|\sGMAC/s)"
 NUMBER = re.compile(r"(?<![\w.\-−])([−\-+]?)(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?(?:e[−\-]?\d+)?)(?!\.?\d)("
@@ -92,7 +94,7 @@ def sections() -> list[tuple[str, str, list[str]]]:
 
 def test_every_results_section_names_existing_json():
     found = sections()
-    assert {doc for doc, _, _ in found} == {"README.md", "docs/benchmarks.md", "docs/course.md"}
+    assert {doc for doc, _, _ in found} == {"README.md", "docs/benchmarks.md", "docs/course.md", "docs/algorithms.md"}
     for doc, body, files in found:
         assert files, f"{doc}: a figures section names no JSON"
         for name in files:

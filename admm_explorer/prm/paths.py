@@ -2,10 +2,11 @@
 
 Semantics of the masked network (what "equal outputs" is measured against):
 - A pruned filter (an all-zero row of a conv or linear weight) keeps its bias. Where a BatchNorm2d reads
-  the conv's output directly, the hard-prune step calls `structured_masks_to_bn`, which also zeroes that
-  channel's BN gamma and beta: the channel is then exactly 0 after BN (and after ReLU/ReLU6), whatever
-  the running statistics. Without it the channel would be the constant beta - gamma*mean/sqrt(var+eps),
-  which is what the paper leaves to "fold into the next layer's bias".
+  the conv's output directly, that channel's BN gamma and beta are zero too (`structured_masks_to_bn`;
+  the hard prune sets them and MaskGuard holds them through every later stage): the channel is then
+  exactly 0 after BN (and after ReLU/ReLU6), whatever the running statistics. Without it the channel
+  would be the constant beta - gamma*mean/sqrt(var+eps), which is what the paper leaves to "fold into
+  the next layer's bias".
 - Every channel's value is tracked as a data-independent constant (spatially uniform) where it is one:
   through conv/linear rows whose every nonzero input is a foldable constant, BN in eval mode (gamma = 0
   gives beta whatever the input), activations and pooling (evaluated on a uniform map of the real
@@ -96,23 +97,39 @@ def baked(model: nn.Module) -> nn.Module:
     return model
 
 
+def pruned_bn_channels(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{BN module: bool (C,)}: for each affine BatchNorm2d that alone reads a conv of `masks`, the channels
+    whose conv filter (row of the mask) is entirely pruned; only BNs with at least one such channel.
+
+    The model is traced only when it has a BatchNorm2d and some conv a pruned filter.
+    """
+    rows = {name: mask.flatten(1).eq(0).all(1) for name, mask in masks.items()
+            if isinstance(model.get_submodule(name), nn.Conv2d)}
+    rows = {name: pruned for name, pruned in rows.items() if pruned.any()}
+    if not rows or not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return {}
+    gm = trace(model)
+    out = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in rows:
+            bn = bn_after(gm, node)
+            if bn is not None and model.get_submodule(bn).affine:
+                out[bn] = rows[node.target]
+    return out
+
+
 def structured_masks_to_bn(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """In place: for every all-zero row of a conv mask, zero gamma and beta of the BN that reads that conv.
 
-    The channel is then exactly zero after BN in eval mode (see the module docstring). Returns `model`.
+    The channel is then exactly zero after BN, in train and eval mode (see the module docstring).
+    Returns `model`.
     """
-    gm = trace(model)
-    convs = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and n.target in masks}
     with torch.no_grad():
-        for name, node in convs.items():
-            bn = bn_after(gm, node)
-            if bn is None or not isinstance(model.get_submodule(name), nn.Conv2d):
-                continue
-            pruned = masks[name].flatten(1).eq(0).all(1)  # (F,)
-            bn_module = model.get_submodule(bn)
-            if bn_module.affine:
-                bn_module.weight[pruned] = 0
-                bn_module.bias[pruned] = 0
+        for bn, pruned in pruned_bn_channels(model, masks).items():
+            module = model.get_submodule(bn)
+            pruned = pruned.to(module.weight.device)
+            module.weight[pruned] = 0
+            module.bias[pruned] = 0
     return model
 
 

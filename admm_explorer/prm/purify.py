@@ -156,7 +156,8 @@ def purify(model: nn.Module, masks: dict[str, torch.Tensor], evaluate: Callable[
     if retrain is not None:
         retrained, retrain_masks = p.graph.model, p.masks(final_masks)
         retrain(retrained, retrain_masks)  # in place: p is planned again below
-        retrained = masked(retrained, retrain_masks)  # re-zero what the retrain may have moved (BN of pruned filters)
+        # the engine's retrain holds the masks (MaskGuard, BN of pruned filters included); another caller's may not
+        retrained = masked(retrained, retrain_masks)
         if evaluate(retrained) >= accuracies.get(tau, accuracy):
             network, retrain_kept = retrained, True
         p = plan(network, x)

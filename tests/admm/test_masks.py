@@ -159,3 +159,50 @@ def test_mask_guard_holds_frozen_weights_at_their_values_and_pruned_ones_at_zero
     outside = ~masks["conv"]
     with MaskGuard(model, masks, {"conv": (outside, values)}):
         assert pruned_weights_are_zero(model, masks)
+
+
+class TinyBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2),
+], ids=["sgd-momentum-wd", "adam-wd"])
+def test_the_bn_of_a_pruned_filter_is_zeroed_at_the_hard_prune_and_held_there(make_optimizer):
+    torch.manual_seed(0)
+    model = TinyBN()
+    masks = magnitude_masks(model, {"conv": {"sparsity": 0.5, "structure": "filter"}})
+    pruned = ~masks["conv"].flatten(1).any(1)  # (4,): two whole filters
+    assert int(pruned.sum()) == 2
+    optimizer = make_optimizer(model.parameters())
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    for _ in range(3):  # stale optimizer state at the BN entries of the filters about to go
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    hard_prune(model, masks)
+    bn_zero = lambda: bool((model.bn.weight[pruned] == 0).all() and (model.bn.bias[pruned] == 0).all())  # noqa: E731
+    assert bn_zero() and model.bn.weight[~pruned].ne(0).all()
+    stale_state_moved_them = False
+    with MaskGuard(model, masks) as guard:
+        for _ in range(10):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            assert (model.bn.weight.grad[pruned] == 0).all() and (model.bn.bias.grad[pruned] == 0).all()
+            optimizer.step()
+            stale_state_moved_them |= not bn_zero()
+            guard.after_step()
+            assert bn_zero() and pruned_weights_are_zero(model, masks)
+    assert stale_state_moved_them
+    # the pruned channels are exactly 0 after BN in both modes, whatever the running statistics
+    for train in (True, False):
+        model.train(train)
+        assert (model.bn(model.conv(x))[:, pruned] == 0).all()

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from ...admm import ADMM, LayerTarget, RhoSpec, progressive_plan, resolve_targets, support
+from ...admm import ADMM, LayerTarget, RhoSpec, hard_prune, progressive_plan, resolve_targets, support
 from ...admm.admm import global_budget
 from ...admm.projections import fit_scale, snap, top_mask
 from ...recipe import OptimizerSpec, StageSpec
@@ -178,7 +178,8 @@ Levels = dict[str, tuple[torch.Tensor, int]]  # layer -> (alpha, bits): its leve
 
 @torch.no_grad()
 def prune_to(session, targets: dict[str, LayerTarget]) -> Levels:
-    """Hard prune: mask = support of Proj(W) (within the masks already in force); W <- W * mask.
+    """Hard prune: mask = support of Proj(W) (within the masks already in force); W <- W * mask, and the
+    BN gamma and beta of every pruned filter <- 0 (hard_prune; MaskGuard holds both from then on).
 
     Returns the levels of the layers with a bits target, alpha fitted to their kept weights now
     (retrain_phase snaps the weights onto them).
@@ -190,11 +191,11 @@ def prune_to(session, targets: dict[str, LayerTarget]) -> Levels:
         if target.sparsity is not None or name in session.masks:
             mask = support(w, target, session.masks.get(name))
             session.masks[name] = mask
-            w.mul_(mask)
         if target.bits is not None:
             kept = session.masks.get(name, torch.ones_like(w, dtype=torch.bool))
             levels[name] = (fit_scale(w[kept], target.bits), target.bits)
         session.quantized.discard(name)  # on levels again only once retrain_phase has snapped it
+    hard_prune(session.model, session.masks)
     return levels
 
 

@@ -132,3 +132,23 @@ class RunFailed(Event):
     kind: ClassVar[str] = "run_failed"
     stage: int | None
     message: str
+
+
+def from_dict(record: dict) -> Event | None:
+    """The event a metrics.jsonl line holds (as_dict's inverse); None for a kind this version does not know.
+    Fields added since the line was written take their defaults; a RunStarted from before ModelShrunk
+    existed describes a dense network (its weights are its dense weights, all nonzero)."""
+    cls = KINDS.get(record.get("kind"))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in record.items() if k in names}
+    if cls is RunStarted:
+        fields["layers"] = {name: {"nonzero": info["weights"], **info} for name, info in fields["layers"].items()}
+        fields.setdefault("dense_weights", sum(info["weights"] for info in fields["layers"].values()))
+    return cls(**fields)
+
+
+KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
+    RunStarted, StageStarted, BatchEnded, EvaluationDone, AdmmRound, StageEnded, PurifyDone, ModelShrunk, RunFinished,
+    RunFailed)}

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -92,6 +93,19 @@ def locked(out: Path):
         yield
     finally:
         handle.close()
+
+
+def written(out: Path) -> bool:
+    """Whether a live process holds DIR's lock (this one included: flock locks belong to open files)."""
+    try:
+        with open(out / LOCK) as handle:  # no lock file: never written under a lock, so nobody writes it
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class MetricsWriter:
@@ -227,57 +241,107 @@ def _resume(out: Path, subscribers, on_session) -> dict:
     return _run(recipe, out, done, subscribers, on_session)
 
 
-def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -> dict:
-    session = Session(recipe, run_dir=out)
+class RunFolder:
+    """Writes a session's run folder as its stages end (the layout above): environment.json and every event
+    from open(), state.json and summary.json after each stage, the model files at the end of a finished
+    run. The recipe runner and the dashboard both write runs through it; whoever opens it holds DIR's lock."""
+
+    def __init__(self, session: Session, out: Path):
+        self.session, self.out = session, out
+        self.checkpoints = out / "checkpoints"
+        # "writer": who last took the run on; a dashboard that finds another writer there stops writing it
+        self.state = {"status": "running", "writer": uuid.uuid4().hex, "stages": stage_rows(session.records, out)}
+        self.writer: MetricsWriter | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def open(self) -> None:
+        write_json(self.out / "environment.json", environment(self.session.device))
+        self.writer = MetricsWriter(self.out / "metrics.jsonl")
+        self._unsubscribe = self.session.subscribe(self.writer)
+        write_json(self.out / "state.json", self.state)
+
+    @contextmanager
+    def claim(self):
+        """Hold DIR's lock while a stage writes; refused (RecipeError) if another writer took the run on since
+        this one last wrote it (the page was reloaded and the run opened there)."""
+        with locked(self.out):
+            try:
+                writer = json.loads((self.out / "state.json").read_text()).get("writer")
+            except (OSError, ValueError):
+                writer = None
+            if writer != self.state["writer"]:
+                raise RecipeError(f"{self.out} was continued by another page or process since this one last wrote "
+                                  "it: open it again from Runs to go on with it")
+            yield
+
+    def stage_ended(self) -> None:
+        self.state["stages"] = stage_rows(self.session.records, self.out)
+        write_json(self.out / "state.json", self.state)
+        write_json(self.out / "summary.json", summary(self.session, "running"))
+
+    def end(self, status: str) -> dict:
+        """The run's summary as it ends: finished (with the model files), stopped or failed."""
+        result = summary(self.session, status)
+        if status == "finished":
+            export_model(self.session, self.out)
+        self.state["status"] = status
+        write_json(self.out / "state.json", self.state)
+        write_json(self.out / "summary.json", result)
+        return result
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self.writer.close()
+            self._unsubscribe = None
+
+
+def restore_records(session: Session, out: Path, done: list[dict]) -> None:
+    """The session goes on after the finished stages state.json lists (its model is their last checkpoint)."""
     session.records = [StageRecord(**{**r, "checkpoint": str(own_checkpoint(out, r["checkpoint"]))
                                       if r["checkpoint"] else None}) for r in done]
     session.stage_index = len(done)
+
+
+def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -> dict:
+    session = Session(recipe, run_dir=out)
+    restore_records(session, out, done)
     if on_session is not None:
         on_session(session)
-    write_json(out / "environment.json", environment(session.device))
-    writer = MetricsWriter(out / "metrics.jsonl")
-    unsubscribe = [session.subscribe(writer)] + [session.subscribe(fn) for fn in subscribers]
-    state = {"status": "running", "stages": stage_rows(session.records, out)}
+    folder = RunFolder(session, out)
+    unsubscribe = []
     status = "finished"
     try:
-        write_json(out / "state.json", state)
+        folder.open()  # the metrics writer subscribes first: an event is on disk before anyone shows it
+        unsubscribe = [session.subscribe(fn) for fn in subscribers]
         if not done:
             session.announce()
         for spec in recipe.stages[len(done):]:
             try:
-                record = session.run_stage(spec, checkpoint_dir=out / "checkpoints")
+                record = session.run_stage(spec, checkpoint_dir=folder.checkpoints)
             except StageFailed as e:
                 session.emit(RunFailed(stage=session.stage_index, message=str(e)))
-                state["status"] = "failed"
-                write_json(out / "state.json", state)
-                write_json(out / "summary.json", summary(session, "failed"))
+                folder.end("failed")
                 raise
             if record.status == "stopped":
                 status = "stopped"
                 break
-            state["stages"] = stage_rows(session.records, out)
-            write_json(out / "state.json", state)
-            write_json(out / "summary.json", summary(session, "running"))
-        result = summary(session, status)
-        if status == "finished":
-            export_model(session, out)
-        state["status"] = status
-        write_json(out / "state.json", state)
-        write_json(out / "summary.json", result)
+            folder.stage_ended()
+        result = folder.end(status)
         session.emit(RunFinished(status=status, summary=result))
         return result
     except WriteFailed:
         # what was written stays; the run is resumable once there is space again
-        state["status"] = "stopped"
+        folder.state["status"] = "stopped"
         try:
-            write_json(out / "state.json", state)
+            write_json(out / "state.json", folder.state)
         except WriteFailed:
             pass  # state.json keeps its last complete version ("running"), which --resume accepts as well
         raise
     finally:
         for fn in unsubscribe:
             fn()
-        writer.close()
+        folder.close()
 
 
 def truncate_metrics(path: Path, finished_stages: int) -> None:
@@ -293,3 +357,35 @@ def truncate_metrics(path: Path, finished_stages: int) -> None:
             if (event.get("stage") is None and event["kind"] not in ("run_finished", "run_failed"))
             or (event.get("stage") is not None and event["stage"] < finished_stages)]
     write_atomic(path, "".join(json.dumps(event, default=float) + "\n" for event in kept))
+
+
+def list_runs(root: Path) -> list[dict]:
+    """The run folders directly under `root` (CLI and dashboard runs alike), newest first: folder, model,
+    dataset, test set, finished stage kinds, status (finished, stopped, failed, running: a stage is being
+    written, open: resumable, nothing writes it now), and the last stage's accuracy and compression. A
+    folder whose files cannot be read is listed with its status saying so."""
+    root = Path(root)
+    runs = []
+    for state_path in root.glob("*/state.json") if root.is_dir() else ():
+        out = state_path.parent
+        row = {"folder": out, "name": out.name, "time": state_path.stat().st_mtime, "model": "", "dataset": "",
+               "test_set": "", "stages": [], "status": "", "accuracy": None, "compression": None}
+        try:
+            state = json.loads(state_path.read_text())
+            recipe = load_recipe(out / "recipe.yaml")
+            summary_path = out / "summary.json"
+            done = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        except (OSError, ValueError, RecipeError) as e:
+            row["status"] = f"unreadable ({type(e).__name__})"
+            runs.append(row)
+            continue
+        stages = state.get("stages", [])
+        status = state.get("status", "")
+        if status == "running" and not written(out):
+            status = "open"  # nothing writes it now: a page between stages, or a writer that ended without closing
+        row.update(model=recipe.model, dataset=recipe.dataset, test_set=done.get("test_set", ""),
+                   stages=[s["kind"] for s in stages], status=status)
+        if stages:
+            row.update(accuracy=stages[-1]["accuracy"], compression=stages[-1]["compression"])
+        runs.append(row)
+    return sorted(runs, key=lambda r: r["time"], reverse=True)

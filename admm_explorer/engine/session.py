@@ -178,11 +178,13 @@ class Session:
         for fn in list(self._subscribers):
             fn(event)
 
+    def run_started(self) -> RunStarted:
+        return RunStarted(run_dir=str(self.run_dir) if self.run_dir else None, model=self.recipe.model,
+                          dataset=self.recipe.dataset, device=str(self.device), test_set=self.data.test_description,
+                          layers=self.layer_info(), dense_weights=self.dense_weights)
+
     def announce(self) -> None:
-        self.emit(RunStarted(run_dir=str(self.run_dir) if self.run_dir else None, model=self.recipe.model,
-                             dataset=self.recipe.dataset, device=str(self.device),
-                             test_set=self.data.test_description, layers=self.layer_info(),
-                             dense_weights=self.dense_weights))
+        self.emit(self.run_started())
 
     # control ----------------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -9,10 +9,12 @@ thread stays free for Stop, sliders and the round slider while a stage trains.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -20,9 +22,12 @@ import torch
 
 from ..admm.projections import global_keep_counts
 from ..engine import checkpoints
+from ..engine.events import from_dict
+from ..engine.run import RunFolder, check_new, locked, own_checkpoint, prepare_out, restore_records, truncate_metrics
 from ..engine.session import Session
 from ..errors import AdmmExplorerError, RecipeError, StageFailed, UIError
-from ..recipe import Recipe, StageSpec, dump_recipe
+from ..files import read_events, write_atomic
+from ..recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from .events import Activity, Notice
 
 if TYPE_CHECKING:
@@ -45,8 +50,14 @@ def readable(error: BaseException) -> str:
 
 
 class Controller:
-    def __init__(self, interval: float = 0.1):
+    """`runs`: the folder each session writes its run folder into (as `admm-explorer run` does) from its first
+    stage on; None: nothing is written."""
+
+    def __init__(self, interval: float = 0.1, runs: Path | None = None):
         self.interval = interval
+        self.runs = Path(runs) if runs is not None else None
+        self.folder: RunFolder | None = None  # the session's run folder, once a stage ran
+        self._claim = ExitStack()  # the run folder's lock, held while a stage runs
         self.session: Session | None = None
         self.recipe: Recipe | None = None  # the setup of the session (its stages come from `history`)
         self.history: list[StageSpec] = []  # the finished stages of this session, in order
@@ -68,20 +79,33 @@ class Controller:
     def post(self, event: Event) -> None:
         """Deliver an event to every panel (any thread); draw now unless a worker event came too soon."""
         with self._lock:
-            self._queue.append(event)
-            if self._delivering:  # posted from inside a handler: every panel sees the first event first
+            if not self._deliver([event]):
                 return
-            self._delivering = True
-            try:
-                while self._queue:
-                    queued = self._queue.popleft()
-                    for panel in self._panels:
-                        self._call(panel.on_event, queued)
-            finally:
-                self._delivering = False
             from_worker = threading.current_thread() is self._worker
             if not from_worker or time.monotonic() - self._last_flush >= self.interval:
                 self.flush()
+
+    def replay(self, events: list[Event]) -> None:
+        """Deliver the events of a run on disk to every panel, then draw once."""
+        with self._lock:
+            self._deliver(events)
+            self.flush()
+
+    def _deliver(self, events: list[Event]) -> bool:
+        """Every panel sees each event, in order (False: posted from inside a handler, queued behind the
+        event being delivered, which every panel sees first)."""
+        self._queue.extend(events)
+        if self._delivering:
+            return False
+        self._delivering = True
+        try:
+            while self._queue:
+                queued = self._queue.popleft()
+                for panel in self._panels:
+                    self._call(panel.on_event, queued)
+        finally:
+            self._delivering = False
+        return True
 
     def flush(self) -> None:
         with self._lock:
@@ -122,11 +146,75 @@ class Controller:
         if self._running:
             raise UIError("a stage is running: press Stop before changing the setup")
         session = Session(recipe)
+        self._take(session, recipe, [])
+        session.announce()
+
+    def _take(self, session: Session, recipe: Recipe, history: list[StageSpec]) -> None:
+        """The panels follow `session` from now on; the previous session's run folder is closed."""
+        self.close_run()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        self.session, self.recipe, self.history, self.stopped = session, recipe, [], []
+        self.session, self.recipe, self.history, self.stopped = session, recipe, history, []
         self._unsubscribe = session.subscribe(self.post)
-        session.announce()
+
+    def open_run(self, out: Path) -> None:
+        """Go on from the last finished stage of the run in `out` (a dashboard's or `admm-explorer run`'s): its
+        events are replayed into the panels (curves, histograms, tables), its last checkpoint is the model, and
+        the stages run from now on are appended to the same folder (stages it planned but never ran are
+        dropped from its recipe.yaml). On error the current session stays."""
+        if self._running:
+            raise UIError("a stage is running: press Stop before opening another run")
+        out = Path(out)
+        try:
+            state = json.loads((out / "state.json").read_text())
+        except (OSError, ValueError) as e:
+            raise UIError(f"{out} is not a readable run folder (state.json: {e})") from None
+        recipe = load_recipe(out / "recipe.yaml")
+        done = state.get("stages", [])
+        start = own_checkpoint(out, done[-1]["checkpoint"]) if done else recipe.start
+        with locked(out):  # a run another process is writing now is refused, before anything changes
+            session = Session(recipe.model_copy(update={"start": start, "stages": []}), run_dir=out)
+            restore_records(session, out, done)
+            truncate_metrics(out / "metrics.jsonl", len(done))  # a stage that did not finish is not continued
+            events, _ = read_events(out / "metrics.jsonl")
+            self._take(session, recipe.model_copy(update={"stages": []}), list(recipe.stages[:len(done)]))
+            self.folder = RunFolder(session, out)
+            self.folder.open()  # state.json names this page as the run's writer from now on
+        self.replay([e for e in map(from_dict, events) if e is not None])
+
+    def _open_folder(self) -> RunFolder | None:
+        """The session's run folder under `runs`, created at its first stage (a page that only looks writes
+        nothing)."""
+        if self.folder is not None or self.runs is None:
+            return self.folder
+        session = self.session
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{session.recipe.model}-{session.recipe.dataset}"
+        out = prepare_out(self.runs / stem)
+        for n in range(2, 100):
+            if not any(out.iterdir()):
+                break
+            out = prepare_out(self.runs / f"{stem}-{n}")  # another setup within the same second
+        with locked(out):
+            check_new(out)
+            session.run_dir = out
+            self.folder = RunFolder(session, out)
+            self.folder.open()
+            self.folder.writer(session.run_started())  # the session announced itself before its folder existed
+            write_atomic(out / "recipe.yaml", self.recipe_yaml())
+        return self.folder
+
+    def close_run(self) -> None:
+        """The run folder stops growing (state "stopped": `admm-explorer run --resume` or Open go on from it),
+        unless another page took it on since."""
+        if self.folder is not None:
+            folder, self.folder = self.folder, None
+            try:
+                with folder.claim():
+                    folder.end("stopped")
+            except RecipeError:
+                pass  # continued elsewhere: that writer's state stands
+            finally:
+                folder.close()
 
     def _require(self) -> Session:
         if self.session is None:
@@ -140,6 +228,10 @@ class Controller:
         with self._lock:
             if self._running:
                 raise UIError("a stage is already running: wait for it or press Stop")
+            folder = self._open_folder()
+            self._claim = ExitStack()
+            if folder is not None:
+                self._claim.enter_context(folder.claim())  # released when the stage's files are written
             self._running = True
         self.post(Activity(busy=True, what=spec.kind))
         self._worker = threading.Thread(target=self._work, args=(session, spec), name=f"stage-{spec.kind}",
@@ -148,14 +240,19 @@ class Controller:
 
     def _work(self, session: Session, spec: StageSpec) -> None:
         try:
-            record = session.run_stage(spec)
+            folder = self.folder
+            record = session.run_stage(spec, checkpoint_dir=folder.checkpoints if folder else None)
             if record.status == "finished":
                 self.history.append(spec)
             else:
                 self.stopped.append(f"{spec.kind} (stage {record.stage})")
+            if folder is not None:
+                folder.stage_ended()
+                write_atomic(folder.out / "recipe.yaml", self.recipe_yaml())
         except Exception as e:  # noqa: BLE001 - the model keeps its last good state; show why and go on
             self.report(e)
         finally:
+            self._claim.close()
             with self._lock:
                 self._running = False
                 self.post(Activity(busy=False, what=spec.kind))

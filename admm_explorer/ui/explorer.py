@@ -1,6 +1,8 @@
 """The Explorer: the panels laid out around one Controller. `Explorer()` as a cell's last line shows it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import ipywidgets as w
 
 from .controller import Controller
@@ -9,7 +11,7 @@ from .panels.figures import AccuracyPanel, HistogramPanel, ResidualsPanel, Spars
 from .panels.notices import NoticePanel
 from .panels.purify import PurifyPanel
 from .panels.runs import RunsPanel
-from .panels.setup import SetupPanel
+from .panels.setup import SetupPanel, resolve
 from .panels.stages import StagesPanel
 from .panels.targets import TargetsPanel
 
@@ -40,12 +42,14 @@ class Explorer:
     """Setup, Targets, Stages, the live plots, P-RM, Export and Runs over one engine Session.
 
     `recipe` fields (model, dataset, device, seed, test_root, data_root) preset the Setup panel, `stages`
-    the Stages panel's settings; the default session (model and data, no training) is built at once.
+    the Stages panel's settings; the default session (model and data, no training) is built at once. Each
+    setup's stages are written to a run folder under `runs` (relative to the folder the dashboard was
+    started in; None: nothing is written).
     """
 
     def __init__(self, interval: float = 0.1, stages: dict | None = None, purify_retrain_epochs: float = 2.0,
-                 **recipe):
-        c = self.controller = Controller(interval)
+                 runs: str | Path | None = "runs", **recipe):
+        c = self.controller = Controller(interval, runs=resolve(str(runs)) if runs is not None else None)
         self.notices = NoticePanel(c)
         self.stages = StagesPanel(c, **(stages or {}))
         self.setup = SetupPanel(c, pretrain=self.stages.pretrain, **recipe)

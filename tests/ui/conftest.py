@@ -47,8 +47,9 @@ def run_stage(explorer: Explorer, button) -> None:
 
 
 @pytest.fixture
-def explorer() -> Explorer:
-    return Explorer(test_root=None, batch_size=64, stages=TINY, purify_retrain_epochs=0.1)
+def explorer(tmp_path_factory) -> Explorer:
+    return Explorer(test_root=None, batch_size=64, stages=TINY, purify_retrain_epochs=0.1,
+                    runs=tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture

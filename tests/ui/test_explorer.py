@@ -139,7 +139,7 @@ def test_purify_before_any_pruning_is_refused_and_changes_nothing(explorer, reco
 
 def test_a_new_setup_starts_every_panel_clean(explorer, recorder, finish):
     """Apply setup: the figures, the stage status and the P-RM table start empty, the targets stay and are
-    drawn again; the Runs panel keeps the earlier runs, labelled by their setup."""
+    drawn again; the Runs panel keeps the earlier stages, labelled by their run folder."""
     from admm_explorer.engine import PurifyDone
 
     finish(explorer, explorer.stages.b_pretrain)
@@ -154,7 +154,10 @@ def test_a_new_setup_starts_every_panel_clean(explorer, recorder, finish):
     assert all(len(trace.x) == 0 for trace in explorer.accuracy.figure.data)
     targets = {d.name: list(d.y) for d in explorer.sparsity.figure.data}["target"]
     assert targets == pytest.approx(list(PAPER.values()))
-    assert [(r["kind"], r["setup"]) for r in explorer.runs.runs] == [("pretrain", "lenet5 · mnist-sample (setup 1)")]
+    (first,) = explorer.runs.runs
+    assert first["kind"] == "pretrain" and first["setup"].endswith("-lenet5-mnist-sample")
+    on_disk = {r["name"]: r for r in explorer.runs.on_disk}  # its run folder, closed by the new setup
+    assert (on_disk[first["setup"]]["status"], on_disk[first["setup"]]["stages"]) == ("stopped", ["pretrain"])
 
 
 def test_presets_move_the_total_live(explorer):
@@ -453,3 +456,55 @@ def test_the_device_list_names_each_device_and_a_missing_one_is_a_clear_error(mo
                         lambda i: SimpleNamespace(name=f"GPU {i}", total_memory=(80 + i) * 2**30))
     assert devices()[:4] == [("auto (cuda)", "auto"), ("cpu", "cpu"), ("cuda:0 GPU 0, 80 GiB", "cuda:0"),
                              ("cuda:1 GPU 1, 81 GiB", "cuda:1")]
+
+
+def test_a_reload_loses_nothing_runs_are_folders_that_reopen_and_continue(tmp_path):
+    """Every stage goes to a run folder (the files `admm-explorer run` writes); a second page (a reload) lists
+    the runs on disk, CLI runs too, and opens one with its curves and histograms, continuing from its last
+    stage in the same folder; the first page may then no longer write it; the CLI resumes what a page wrote."""
+    import json
+
+    from admm_explorer.engine import run_recipe
+    from admm_explorer.ui import Explorer
+
+    from conftest import TINY, run_stage
+
+    runs = tmp_path / "runs"
+    first = Explorer(test_root=None, batch_size=64, stages=TINY, runs=runs)
+    for button in (first.stages.b_pretrain, first.stages.b_admm, first.stages.b_retrain):
+        run_stage(first, button)
+    out = first.controller.folder.out
+    state = json.loads((out / "state.json").read_text())
+    assert [s["kind"] for s in state["stages"]] == ["pretrain", "admm", "retrain"]
+    assert all((out / s["checkpoint"]).exists() for s in state["stages"])
+    recipe = (out / "recipe.yaml").read_text()
+    assert "kind: retrain" in recipe and "validation: 500" in recipe
+    run_recipe({"device": "cpu", "stages": [{"kind": "pretrain", "epochs": 0.05}]}, out=runs / "from-the-cli")
+
+    second = Explorer(test_root=None, batch_size=64, stages=TINY, purify_retrain_epochs=0.1, runs=runs)  # reloaded
+    listed = {r["name"]: r for r in second.runs.on_disk}
+    assert listed[out.name]["stages"] == ["pretrain", "admm", "retrain"] and listed[out.name]["status"] == "open"
+    assert listed["from-the-cli"]["status"] == "finished" and "held-out" in listed["from-the-cli"]["test_set"]
+    second.runs.pick.value = str(out)
+    second.runs.b_open.click()
+    assert not second.notices.messages, second.notices.messages
+    for name in ("accuracy", "residuals"):
+        a, b = getattr(first, name).figure.data, getattr(second, name).figure.data
+        assert [(list(t.x), list(t.y)) for t in a] == [(list(t.x), list(t.y)) for t in b], name
+    assert second.histogram.records == first.histogram.records
+    assert [r["kind"] for r in second.runs.runs] == ["pretrain", "admm", "retrain"]
+    assert second.stages.status.value == first.stages.status.value  # "stage 2 retrain finished ..."
+    assert second.controller.session.evaluate()[1] == first.controller.session.evaluate()[1]
+    assert second.controller.session.compression() == first.controller.session.compression()
+
+    run_stage(second, second.purify.b_purify)  # continues in the same folder, as stage 3
+    state = json.loads((out / "state.json").read_text())
+    assert [s["kind"] for s in state["stages"]] == ["pretrain", "admm", "retrain", "purify"]
+    first.stages.b_pretrain.click()
+    assert "was continued by another page or process" in first.notices.messages[-1].text
+    assert not first.controller.busy
+
+    second.controller.close_run()
+    summary = run_recipe(None, resume=out)  # the CLI finishes what the pages wrote: nothing left to train
+    assert [s["kind"] for s in summary["stages"]] == ["pretrain", "admm", "retrain", "purify"]
+    assert summary["accuracy"] == state["stages"][-1]["accuracy"] and (out / "model_shrunk.pt").exists()

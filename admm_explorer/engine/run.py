@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import sys
 import uuid
 from contextlib import contextmanager
@@ -353,10 +354,48 @@ def truncate_metrics(path: Path, finished_stages: int) -> None:
     if torn:
         print(f"note: the last line of {path} was cut off when the run was interrupted; it was dropped",
               file=sys.stderr)
-    kept = [event for event in events
+    write_atomic(path, lines(first_stages(events, finished_stages)))
+
+
+def first_stages(events: list[dict], stages: int) -> list[dict]:
+    """The events of a run's first `stages` stages, and the run's own (run_started; not its end)."""
+    return [event for event in events
             if (event.get("stage") is None and event["kind"] not in ("run_finished", "run_failed"))
-            or (event.get("stage") is not None and event["stage"] < finished_stages)]
-    write_atomic(path, "".join(json.dumps(event, default=float) + "\n" for event in kept))
+            or (event.get("stage") is not None and event["stage"] < stages)]
+
+
+def lines(events: list[dict]) -> str:
+    return "".join(json.dumps(event, default=float) + "\n" for event in events)
+
+
+def branch_run(src: Path, stages: int, out: Path) -> Path:
+    """A new run folder `out` holding the first `stages` finished stages of the run in `src`: their recipe
+    entries, checkpoints and events. A pipeline that goes on differently from there (pretrain -> magnitude
+    beside pretrain -> admm -> retrain) is then a whole run of its own: resumable, listed, comparable."""
+    src = Path(src)
+    try:
+        state = json.loads((src / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{src} is not a readable run folder (state.json: {e})") from None
+    done = state.get("stages", [])
+    if not 1 <= stages <= len(done):
+        raise RecipeError(f"{src} has {len(done)} finished stages: branch after 1 to {len(done)} of them")
+    recipe = load_recipe(src / "recipe.yaml")
+    events, _ = read_events(src / "metrics.jsonl")
+    out = prepare_out(out)
+    with locked(out):
+        check_new(out)
+        (out / "checkpoints").mkdir()
+        rows = []
+        for row in done[:stages]:
+            checkpoint = own_checkpoint(src, row["checkpoint"])
+            shutil.copy2(checkpoint, out / "checkpoints" / checkpoint.name)
+            rows.append({**row, "checkpoint": f"checkpoints/{checkpoint.name}"})
+        write_atomic(out / "recipe.yaml", dump_recipe(recipe.model_copy(update={"stages": recipe.stages[:stages]})))
+        write_atomic(out / "metrics.jsonl", lines(first_stages(events, stages)))
+        write_json(out / "state.json", {"status": "stopped", "branched_from": {"run": str(src), "stages": stages},
+                                        "stages": rows})
+    return out
 
 
 def list_runs(root: Path) -> list[dict]:

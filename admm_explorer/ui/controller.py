@@ -23,7 +23,8 @@ import torch
 from ..admm.projections import global_keep_counts
 from ..engine import checkpoints
 from ..engine.events import from_dict
-from ..engine.run import RunFolder, check_new, locked, own_checkpoint, prepare_out, restore_records, truncate_metrics
+from ..engine.run import (RunFolder, branch_run, check_new, locked, own_checkpoint, prepare_out, restore_records,
+                          truncate_metrics)
 from ..engine.session import Session
 from ..errors import AdmmExplorerError, RecipeError, StageFailed, UIError
 from ..files import read_events, write_atomic
@@ -47,6 +48,15 @@ def readable(error: BaseException) -> str:
     if isinstance(error, (AdmmExplorerError, KeyError, FileNotFoundError, ValueError)) and text:
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def fresh(root: Path, stem: str) -> Path:
+    """root/stem, or root/stem-2, -3 ... : the first that does not exist yet."""
+    out, n = root / stem, 1
+    while out.exists():
+        n += 1
+        out = root / f"{stem}-{n}"
+    return out
 
 
 class Controller:
@@ -182,18 +192,22 @@ class Controller:
             self.folder.open()  # state.json names this page as the run's writer from now on
         self.replay([e for e in map(from_dict, events) if e is not None])
 
+    def branch(self, src: Path, stages: int) -> None:
+        """A new run folder under `runs` with the first `stages` stages of the run in `src`, opened to go on
+        from there another way (the same pretrained network: magnitude pruning beside ADMM)."""
+        if self.runs is None:
+            raise UIError("no runs folder: give one in Runs to branch a run into")
+        src = Path(src)
+        self.open_run(branch_run(src, stages, fresh(self.runs, f"{src.name}-after{stages}")))
+
     def _open_folder(self) -> RunFolder | None:
         """The session's run folder under `runs`, created at its first stage (a page that only looks writes
         nothing)."""
         if self.folder is not None or self.runs is None:
             return self.folder
         session = self.session
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{session.recipe.model}-{session.recipe.dataset}"
-        out = prepare_out(self.runs / stem)
-        for n in range(2, 100):
-            if not any(out.iterdir()):
-                break
-            out = prepare_out(self.runs / f"{stem}-{n}")  # another setup within the same second
+        out = prepare_out(fresh(self.runs, f"{time.strftime('%Y%m%d-%H%M%S')}-{session.recipe.model}-"
+                                            f"{session.recipe.dataset}"))
         with locked(out):
             check_new(out)
             session.run_dir = out

@@ -24,6 +24,9 @@ from .state import LayerADMM, LayerReweighted, Residuals
 from .targets import TargetLike, resolve_targets
 
 HIST_EDGES = 61  # bin edges of histograms(): 60 bins symmetric around 0
+# a widened range is this times max|W|: a weight growing slowly does not rebin every round, and the largest
+# weight lies inside a bin (at 1.25 or 1.2 it would sit exactly on an edge, its bin decided by rounding)
+HIST_WIDEN = 1.3
 
 
 class ADMM:
@@ -52,15 +55,14 @@ class ADMM:
         modules = prunable_layers(model)
         self._modules = {name: modules[name] for name in self.targets}
         self.layers: dict[str, LayerADMM] = {}
-        self._edges: dict[str, Tensor] = {}  # (HIST_EDGES,) float64 on the CPU, fixed from the starting W
+        self._edges: dict[str, Tensor] = {}  # (HIST_EDGES,) float64 on the CPU: +-max|W| at the start, only widened
         for name, target in self.targets.items():
             w = self._modules[name].weight.detach()
             if method == "admm":
                 self.layers[name] = LayerADMM(w, target, rho, masks.get(name))
             else:
                 self.layers[name] = LayerReweighted(w, target, rho, lam, eps, masks.get(name))
-            top = float(w.abs().max()) or 1.0
-            self._edges[name] = torch.linspace(-top, top, HIST_EDGES, dtype=torch.float64)
+            self._edges[name] = _symmetric_edges(float(w.abs().max()) or 1.0)
 
     def penalty(self) -> Tensor:
         """sum over layers of rho/2 * ||W - Z + U||_F^2: add it to the task loss in the W-step."""
@@ -114,15 +116,20 @@ class ADMM:
         return masks
 
     def histograms(self) -> dict[str, dict]:
-        """{name: {"edges", "w_counts", "kept_counts"}}: counts of all of W and of W inside Z's kept set
-        over bins fixed at construction (+-max|W| at the start; values beyond go into the end bins).
+        """{name: {"edges", "w_counts", "kept_counts"}}: counts of all of W and of W inside Z's kept set.
 
-        w_counts sums to the layer's number of weights; kept_counts to the size of Z's kept set.
+        The edges start at +-max|W| of the starting W. When a weight lies beyond them, they widen to
+        +-HIST_WIDEN * max|W| (kept in the state: later rounds share the widened bins), so no weight is ever
+        counted in a bin that does not contain it. w_counts sums to the layer's number of weights;
+        kept_counts to the size of Z's kept set.
         """
         out = {}
         for name, layer in self.layers.items():
             w = self._modules[name].weight.detach().flatten()
             edges = self._edges[name]
+            top = float(w.abs().max())
+            if top > float(edges[-1]):
+                edges = self._edges[name] = _symmetric_edges(HIST_WIDEN * top)
             bins = torch.bucketize(w, edges[1:-1].to(w.device, w.dtype), right=True)  # (n,) in 0..HIST_EDGES-2
             out[name] = {
                 "edges": edges.tolist(),
@@ -130,6 +137,12 @@ class ADMM:
                 "kept_counts": torch.bincount(bins[layer.kept.flatten()], minlength=HIST_EDGES - 1).tolist(),
             }
         return out
+
+    def levels(self) -> dict[str, list[float]]:
+        """{name: the distinct nonzero values of Z, ascending} for the layers with a bits target: the levels
+        alpha * Q that Z uses (2 for 1 bit, at most 2^bits - 2 for more; its 0 is where the pruned weights are)."""
+        return {name: layer.z[layer.z != 0].unique().tolist()
+                for name, layer in self.layers.items() if layer.target.bits is not None}
 
     def set_rho(self, rho: float) -> None:
         """Every layer switches to this rho (U rescaled, see LayerADMM.set_rho); the schedule goes on from it."""
@@ -147,6 +160,10 @@ class ADMM:
         for name, layer in self.layers.items():
             layer.load_state_dict(state["layers"][name])
         self._edges = dict(state["edges"])
+
+
+def _symmetric_edges(top: float) -> Tensor:
+    return torch.linspace(-top, top, HIST_EDGES, dtype=torch.float64)
 
 
 def global_budget(model: nn.Module, layers, compression: float) -> int:

@@ -26,6 +26,10 @@ class Residuals:
     mask_flips: float  # fraction of Z_k's kept set not kept by Z_{k-1}; 0 when nothing changed
     sparsity: float  # fraction of exact zeros in Z_k
     w_sparsity: float  # fraction of exact zeros in W
+    # the scales of Boyd et al.'s relative stopping criteria (section 3.3.1): primal / w_norm and
+    # dual / rho_u_norm compare layers of any size and any rho
+    w_norm: float  # ||W||_F
+    rho_u_norm: float  # ||rho_k U_k||_F, the unscaled dual after this round (set_rho leaves it unchanged)
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -95,10 +99,12 @@ class LayerADMM:
         self.u = self.u + w - self.z
         primal = float(torch.linalg.vector_norm(w - self.z))
         dual = rho * float(torch.linalg.vector_norm(self.z - z_prev))
+        w_norm = float(torch.linalg.vector_norm(w))
+        rho_u_norm = rho * float(torch.linalg.vector_norm(self.u))
         n_kept = int(torch.count_nonzero(self.kept))
         flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
         self.set_rho(next_rho(self.spec, rho, primal, dual))
-        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w))
+        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w), w_norm, rho_u_norm)
 
     def set_rho(self, rho: float) -> None:
         """Switch to a new rho; U is divided by new/old so that rho * U (the unscaled dual) is unchanged."""

@@ -71,7 +71,8 @@ class EvaluationDone(Event):
 
 @dataclass(frozen=True)
 class AdmmRound(Event):
-    """After each Z/U update. layers: name -> Residuals fields + target sparsity + histogram counts/edges."""
+    """After each Z/U update. layers: name -> Residuals fields, target sparsity and bits, histogram edges and
+    counts, Z's levels (bits targets; None otherwise). Lines written before w_norm, rho_u_norm and levels lack them."""
 
     kind: ClassVar[str] = "admm_round"
     stage: int

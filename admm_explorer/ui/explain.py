@@ -72,24 +72,39 @@ EXPLAIN: dict[str, Explanation] = {
              "(nothing better than magnitude pruning).",
         lesson="01-admm-from-scratch"),
     "Residuals": Explanation(
-        shows="For each layer at every Z/U round: the primal residual (solid) and the dual residual (dotted), on a "
-              "log axis.",
+        shows="For each layer at every Z/U round, on one round axis: the primal residual (solid) and the dual "
+              "residual (dotted) on a log axis, <i>absolute</i> or <i>normalised</i>; under them ρ after each round "
+              "(log axis) and the mask flips, the share of Z's kept weights that the round before did not keep. A "
+              "layer's name in the legend hides or shows all its lines.",
         math=r"Primal: $r^k = \|W^k - Z^k\|_F$, how far the trained weights are from the constraint set's point. "
              r"Dual: $s^k = \rho\,\|Z^k - Z^{k-1}\|_F$, how much Z still moves, scaled by $\rho$. ADMM has converged "
-             r"when both are small.",
+             r"when both are small. Normalised: $r^k / \|W^k\|_F$ and $s^k / \|\rho U^k\|_F$ ($\rho U$ is the "
+             r"unscaled dual variable), scaled as in the relative stopping criteria of Boyd et al. (2011): a layer "
+             r"of 500 weights and one of 400,000 on one scale. Mask flips: $|K^k \setminus K^{k-1}| \,/\, |K^k|$, "
+             r"$K^k$ the weights $Z^k$ keeps.",
         look="the primal residual of the large layers (fc1, conv2) falling as the penalty pulls W onto Z's "
              "support; a small layer such as conv1 may stay flat while ρ is still small. The dual residual is the "
              "change of Z times ρ: under the default geometric schedule ρ grows 1.3x a round and the dual residual "
-             "grows with it, even in the later rounds, when Z moves less and less.",
+             "grows with it, even in the later rounds, when Z moves less and less. Normalised, fc1's primal residual "
+             "falls from about 0.9 of ‖W‖ to below 0.3 in 20 rounds while conv1's stays near 1 after the first "
+             "round. From the second round the mask flips are near 100% (while ρ is small Z's kept set is replaced "
+             "almost whole every round) and they fall as ρ grows: fc1's to about 30% by round 20, conv2's to about "
+             "40%, conv1's stays above 90%.",
         lesson="01-admm-from-scratch"),
     "Weight histogram": Explanation(
         shows="The weights W of one layer at a Z/U round, split by Z: blue are the weights Z keeps, orange the "
-              "weights Z sets to zero (stacked; the count axis is logarithmic).",
+              "weights Z sets to zero (stacked: together all of W). The count axis is logarithmic from ½, so a bin "
+              "holding a single weight is a bar up to the 1 line. The bins cover every weight: when one leaves "
+              "their range they widen, and the line above the plot says so. For a layer with bits, dotted lines "
+              "mark the levels of Z.",
         math=r"The penalty $\tfrac{\rho}{2}\|W - Z + U\|_F^2$ pulls every weight towards $Z - U$; for a weight outside "
-             r"Z's support that target is $-U$, which shrinks towards 0 as W meets Z.",
+             r"Z's support that target is $-U$, which shrinks towards 0 as W meets Z. With $b$ bits Z's kept "
+             r"weights lie on $\alpha\,Q$, $Q \subset \{-L, \dots, L\}$ with $L = 2^{b-1} - 1$ ($\pm 1$ for one bit), "
+             r"and the penalty pulls them towards those levels.",
         look="the orange weights gathering in a spike at 0 round by round while the blue ones stay spread: that "
              "split is why the hard prune after ADMM costs little accuracy, where a one-shot magnitude prune of a "
-             "dense network costs a lot.",
+             "dense network costs a lot. The kept weights grow: fc1's largest reaches about 1.7 times its size at "
+             "the start within 13 rounds, and the bins widen to hold it.",
         lesson="02-pruning-lenet5"),
     "Accuracy": Explanation(
         shows="Train and test accuracy and loss at every evaluation, across all stages (dashed lines mark where a "

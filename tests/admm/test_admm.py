@@ -9,7 +9,7 @@ from torch import nn
 
 from admm_explorer.admm import ADMM, RhoSpec
 from admm_explorer.admm.masks import current_sparsity
-from admm_explorer.admm.projections import keep_count
+from admm_explorer.admm.projections import fit_scale, keep_count
 from admm_explorer.models import build_model
 
 
@@ -65,27 +65,61 @@ def test_penalty_is_the_sum_of_layer_penalties_with_the_right_gradient():
     assert model.conv1.weight.grad is None
 
 
-def test_histograms_have_fixed_edges_and_exact_counts():
+def by_hand(w, edges) -> list[int]:
+    """Weights per bin [a, b), the last bin [a, b]: counted with float64 comparisons."""
+    w, e = w.flatten().double(), torch.tensor(edges, dtype=torch.float64)
+    return [int(((w >= a) & ((w < b) if i < len(e) - 2 else (w <= b))).sum())
+            for i, (a, b) in enumerate(zip(e[:-1], e[1:]))]
+
+
+def test_histogram_bins_hold_every_weight_and_widen_when_one_leaves_them():
     model = build_model("lenet5")
     admm = ADMM(model, {"conv1": 0.8, "fc2": 0.5})
     first = admm.histograms()
     top = float(model.conv1.weight.detach().abs().max())
-    assert len(first["conv1"]["edges"]) == 61 and first["conv1"]["edges"][0] == pytest.approx(-top)
+    edges = first["conv1"]["edges"]
+    assert len(edges) == 61 and (edges[0], edges[-1]) == (-top, top)
     assert sum(first["conv1"]["w_counts"]) == 500 and sum(first["conv1"]["kept_counts"]) == 100
+    assert first["conv1"]["w_counts"] == by_hand(model.conv1.weight.detach(), first["conv1"]["edges"])
     with torch.no_grad():
-        model.conv1.weight[0, 0, 0, 0] = 10 * top  # beyond the fixed range: the last bin
-        model.conv1.weight[0, 0, 0, 1] = -10 * top  # the first bin
+        model.conv1.weight[0, 0, 0, 0] = 10 * top  # beyond the first range: the edges widen to 1.3 * 10 * top
+        model.conv1.weight[0, 0, 0, 1] = -4 * top
     admm.update()
-    after = admm.histograms()["conv1"]
-    assert after["edges"] == first["conv1"]["edges"]
-    assert sum(after["w_counts"]) == 500 and sum(after["kept_counts"]) == int(admm.layers["conv1"].kept.sum())
-    assert after["w_counts"][-1] >= 1 and after["w_counts"][0] >= 1
-    assert after["kept_counts"][-1] >= 1 and after["kept_counts"][0] >= 1  # both outliers are kept by Z
-    # the counts are those of the edges: recount by hand
-    w = model.conv1.weight.detach().flatten().double()
-    edges = torch.tensor(after["edges"], dtype=torch.float64)
-    inner = [int(((w >= a) & (w < b)).sum()) for a, b in zip(edges[1:-2], edges[2:-1])]
-    assert after["w_counts"][1:-1] == inner
+    after = admm.histograms()
+    edges = after["conv1"]["edges"]
+    assert (edges[0], edges[-1]) == pytest.approx((-13 * top, 13 * top), rel=1e-6)
+    assert after["conv1"]["w_counts"] == by_hand(model.conv1.weight.detach(), edges)
+    assert sum(after["conv1"]["w_counts"]) == 500 and sum(after["conv1"]["kept_counts"]) == 100
+    for value in (10 * top, -4 * top):  # each outlier in the bin whose edges hold it, kept by Z
+        i = max(j for j, a in enumerate(edges[:-1]) if a <= value)
+        assert edges[i] <= value < edges[i + 1]
+        assert after["conv1"]["w_counts"][i] == after["conv1"]["kept_counts"][i] == 1
+    assert after["fc2"]["edges"] == first["fc2"]["edges"]  # fc2's weights stayed inside
+    with torch.no_grad():  # back inside: the widened bins stay, later rounds share them
+        model.conv1.weight[0, 0, 0, :2] = 0.0
+    admm.update()
+    assert admm.histograms()["conv1"]["edges"] == edges
+    assert admm.state_dict()["edges"]["conv1"].tolist() == edges
+
+
+def test_levels_are_the_values_alpha_q_of_z_for_bits_targets_only():
+    model = build_model("lenet5")
+    admm = ADMM(model, {"fc2": {"sparsity": 0.5, "bits": 2}, "conv1": {"bits": 3}, "fc1": 0.9})
+    levels = admm.levels()
+    assert set(levels) == {"fc2", "conv1"}
+    # Z starts as the projection of W: fc2 its 2,500 largest magnitudes on the ternary levels +-alpha
+    fc2, conv1 = model.fc2.weight.detach(), model.conv1.weight.detach()
+    alpha2 = float(fit_scale(fc2[admm.layers["fc2"].kept], 2))
+    assert levels["fc2"] == pytest.approx([-alpha2, alpha2])
+    # conv1 keeps every weight on alpha * {-3..3}: its nonzero levels are some of alpha * (+-1, +-2, +-3)
+    alpha = float(fit_scale(conv1.flatten(), 3))
+    q = [v / alpha for v in levels["conv1"]]
+    assert q == sorted(q) and 2 <= len(q) <= 6 and q == pytest.approx([round(x) for x in q])
+    assert {round(x) for x in q} <= {-3, -2, -1, 1, 2, 3}
+    with torch.no_grad():
+        model.fc2.weight.mul_(3.0)
+    admm.update()  # U = 0: Z = the projection of 3 W, the same kept set on levels three times as far out
+    assert admm.levels()["fc2"] == pytest.approx([-3 * alpha2, 3 * alpha2], rel=1e-5)
 
 
 def test_nan_weights_raise_naming_the_layer_and_rho():

@@ -35,6 +35,8 @@ def test_two_rounds_by_hand_with_constant_rho():
     assert r1.dual == pytest.approx(0.1 * math.sqrt(0.25 + 4 + 0.25 + 4))  # Z1 - Z0 = [-.5 0 0; -2 .5 2]
     assert r1.mask_flips == pytest.approx(1 / 3)  # kept {0,4,5} vs {0,3,4}: flat 5 is new
     assert (r1.rho, r1.sparsity, r1.w_sparsity) == (0.1, 0.5, 0.0)
+    assert r1.w_norm == pytest.approx(math.sqrt(6.25 + 1 + 1 + 1 + 12.25 + 4))  # ||W1||
+    assert r1.rho_u_norm == pytest.approx(0.1 * math.sqrt(3))  # rho * ||U1||, U1 = [0 -1 1; 1 0 0]
     r2 = layer.update(W2)
     # V = W2 + U1 = [2.5 -1.5 2.5; 1.5 -3 1.5]: top 3 are 3, 2.5, 2.5
     assert torch.equal(layer.z, T([[2.5, 0.0, 2.5], [0.0, -3.0, 0.0]]))
@@ -42,8 +44,11 @@ def test_two_rounds_by_hand_with_constant_rho():
     assert r2.primal == pytest.approx(math.sqrt(0.25 + 1 + 0.25 + 2.25))
     assert r2.dual == pytest.approx(0.1 * math.sqrt(6.25 + 0.25 + 4))  # Z2 - Z1 = [0 0 2.5; 0 .5 -2]
     assert r2.mask_flips == pytest.approx(1 / 3)  # kept {0,2,4} vs {0,4,5}
+    assert r2.w_norm == pytest.approx(4.5)  # sqrt(6.25 + .25 + 2.25 + .25 + 9 + 2.25)
+    assert r2.rho_u_norm == pytest.approx(0.1 * math.sqrt(2.25 + 2.25 + 2.25))
+    assert r2.primal / r2.w_norm == pytest.approx(math.sqrt(3.75) / 4.5)  # the normalised primal
     assert r2.as_dict() == {"primal": r2.primal, "dual": r2.dual, "rho": 0.1, "mask_flips": r2.mask_flips,
-                            "sparsity": 0.5, "w_sparsity": 0.0}
+                            "sparsity": 0.5, "w_sparsity": 0.0, "w_norm": r2.w_norm, "rho_u_norm": r2.rho_u_norm}
 
 
 def test_two_rounds_by_hand_with_balance_rescale_u():
@@ -52,6 +57,8 @@ def test_two_rounds_by_hand_with_balance_rescale_u():
     # primal sqrt(3) = 1.73 > 2 * dual (0.58): rho 0.1 -> 0.2, U halved
     assert r1.dual == pytest.approx(0.1 * math.sqrt(8.5)) and r1.rho == pytest.approx(0.2)
     assert torch.allclose(layer.u, T([[0.0, -0.5, 0.5], [0.5, 0.0, 0.0]]))
+    # ||rho U||: the unscaled dual, the same before (0.1 * U1) and after (0.2 * U1 / 2) the rescale
+    assert r1.rho_u_norm == pytest.approx(0.1 * math.sqrt(3)) == layer.rho * float(layer.u.norm())
     r2 = layer.update(W2)
     # V = W2 + U1 = [2.5 -1 2; 1 -3 1.5]: top 3 are 3, 2.5, 2
     assert torch.equal(layer.z, T([[2.5, 0.0, 2.0], [0.0, -3.0, 0.0]]))
@@ -60,6 +67,8 @@ def test_two_rounds_by_hand_with_balance_rescale_u():
     # 1.73 > 2 * 0.57: rho 0.2 -> 0.4 and U2 = [0 -1 0; 1 0 1.5] halved
     assert r2.rho == pytest.approx(0.4)
     assert torch.allclose(layer.u, T([[0.0, -0.5, 0.0], [0.5, 0.0, 0.75]]))
+    assert r2.rho_u_norm == pytest.approx(0.2 * math.sqrt(1 + 1 + 2.25))  # rho 0.2 this round ran with, U2 unhalved
+    assert r2.w_norm == pytest.approx(4.5)
 
 
 def test_set_rho_keeps_the_unscaled_dual():

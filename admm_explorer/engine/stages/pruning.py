@@ -139,11 +139,11 @@ def check_progressive(spec: ProgressiveSpec, model) -> None:
 
 
 def round_payload(admm: ADMM, residuals: dict) -> dict:
-    """Per layer: the residuals, the target (sparsity None for reweighted ADMM: it has no per-layer rate)
-    and the histograms."""
-    histograms = admm.histograms()
+    """Per layer: the residuals, the target (sparsity None for reweighted ADMM: it has no per-layer rate),
+    the histograms and, for a bits target, Z's levels (None otherwise)."""
+    histograms, levels = admm.histograms(), admm.levels()
     return {name: {**r.as_dict(), "target": admm.targets[name].sparsity if admm.method == "admm" else None,
-                   "bits": admm.targets[name].bits, **histograms[name]}
+                   "bits": admm.targets[name].bits, **histograms[name], "levels": levels.get(name)}
             for name, r in residuals.items()}
 
 

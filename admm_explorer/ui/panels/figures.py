@@ -6,6 +6,7 @@ the browser (seen with plotly 7.1 under Voila). A new model (other layers) gets 
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from copy import deepcopy
@@ -110,51 +111,143 @@ def positive(values: list[float | None]) -> list[float | None]:
     return [v if v is not None and v > 0 else None for v in values]
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b; None where either is missing (a layer without a target, a run recorded before b existed) or b = 0."""
+    return a / b if a is not None and b else None
+
+
+def log_ticks(values: list[float | None], most: int) -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis over `values`: the 1-2-5 steps inside their range, or the decades
+    when those are more than `most` (then every k-th decade), or their two ends when no step lies inside.
+    plotly labels a log axis spanning a decade or less with bare digits (2, 5) or crowds it."""
+    values = [v for v in values if v is not None and v > 0]
+    if not values:
+        return [], []
+    lo, hi = min(values), max(values)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1,)):
+        ticks = [m * 10.0 ** k for k in decades for m in steps if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) <= most:
+            break
+    ticks = ticks[::math.ceil(len(ticks) / most)] if len(ticks) > most else ticks
+    if len(ticks) < 2:
+        ticks = sorted({lo, hi})
+    return ticks, [f"{t:.3g}" for t in ticks]
+
+
+# one row at the bottom of the figure, under the x axis title (in the bottom margin): at the panel's ~600 px
+# the plot keeps its full width
+LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", yref="container", y=0, yanchor="bottom", font=dict(size=11))
+
+
 class ResidualsPanel(FigurePanel):
-    """Primal ||W - Z|| and dual rho ||Z - Z_prev|| per layer and Z/U round (rounds counted across stages)."""
+    """Per layer and Z/U round (rounds counted across stages), on one x axis: primal ||W - Z|| and dual
+    rho ||Z - Z_prev||, absolute or normalised (by ||W|| and ||rho U||, computed by the engine); rho after
+    the round; the share of Z's kept set that the round before did not keep (mask flips).
+
+    Traces: 2i primal and 2i + 1 dual of layer i, then per layer rho (2n + i) and mask flips (3n + i).
+    """
 
     title = "Residuals"
+    SERIES = ("primal", "dual", "rho", "mask_flips", "w_norm", "rho_u_norm")
+    TITLES = {False: ("ADMM residuals (solid: primal ‖W−Z‖, dotted: dual ρ‖Z−Z′‖)", "residual (log scale)"),
+              True: ("Relative residuals (solid: ‖W−Z‖ / ‖W‖, dotted: ρ‖Z−Z′‖ / ‖ρU‖)",
+                     "relative residual (log)")}
+
+    def controls(self) -> list[w.DOMWidget]:
+        self.scale = labelled(
+            w.ToggleButtons(options=[("absolute", False), ("normalised", True)], value=False,
+                            tooltips=["primal ‖W−Z‖ and dual ρ‖Z−Z′‖ as they are",
+                                      "primal / ‖W‖ and dual / ‖ρU‖: layers of any size and any ρ on one scale"]),
+            "Residuals", "absolute residuals, or normalised by ‖W‖ (primal) and ‖ρU‖ (dual) as in Boyd et al.'s "
+                         "relative stopping criteria, so that a small layer and a large one compare")
+        self.scale.style.button_width = "7em"
+        self.scale.observe(self.action(lambda change: self.redraw()), "value")
+        return [self.scale]
 
     def reset(self) -> None:
         self.rounds: list[int] = []
         self.phases: list[str] = []
-        self.primal: dict[str, list] = {}
-        self.dual: dict[str, list] = {}
+        self.series: dict[str, dict[str, list]] = {}  # layer -> SERIES key -> one value (or None) per round
 
     def build(self) -> go.Figure:
-        traces = []
+        n = len(self.layers)
+        lines = [None] * (4 * n)
         for i, layer in enumerate(self.layers):
+            # one legend entry per layer (its primal): clicking it hides or shows all four of its traces
+            style = dict(x=[], y=[], legendgroup=layer, showlegend=False)
             color = COLORS[i % len(COLORS)]
-            traces.append(go.Scatter(x=[], y=[], name=f"{layer} primal", legendgroup=layer, mode="lines+markers",
-                                     line=dict(color=color), marker=dict(size=5)))
-            traces.append(go.Scatter(x=[], y=[], name=f"{layer} dual", legendgroup=layer, mode="lines+markers",
-                                     line=dict(color=color, dash="dot"), marker=dict(size=5, symbol="x")))
-        layout = base_layout("ADMM residuals (solid: primal ||W−Z||, dotted: dual ρ||Z−Z′||)", "Z/U round",
-                             "residual (log scale)")
-        layout["yaxis"]["type"] = "log"
-        return go.Figure(data=traces, layout=layout)
+            solid, dotted = dict(color=color, width=1.5), dict(color=color, width=1.5, dash="dot")
+            lines[2 * i] = go.Scatter(name=layer, mode="lines+markers", line=solid, marker=dict(size=5),
+                                      **{**style, "showlegend": True})
+            lines[2 * i + 1] = go.Scatter(name=f"{layer} dual", mode="lines+markers", line=dotted,
+                                          marker=dict(size=5, symbol="x"), **style)
+            lines[2 * n + i] = go.Scatter(name=f"{layer} ρ", mode="lines", line=solid, yaxis="y2", **style)
+            lines[3 * n + i] = go.Scatter(name=f"{layer} mask flips", mode="lines+markers", line=solid,
+                                          marker=dict(size=4), yaxis="y3", **style)
+        title, y_title = self.TITLES[False]
+        layout = base_layout(title, "Z/U round (all stages)", y_title)
+        layout.update(height=500, legend=LEGEND_BELOW)
+        layout["margin"]["b"] = 80
+        small = dict(font=dict(size=11))
+        # one x axis (zoom moves all three) at the bottom; residuals on top, then rho, then the flips
+        layout["xaxis"].update(anchor="y3")
+        layout["yaxis"].update(type="log", domain=[0.47, 1], tickmode="array")
+        layout["yaxis2"] = dict(type="log", domain=[0.245, 0.405], anchor="x", tickmode="array",
+                                title=dict(text="ρ after round", **small))
+        layout["yaxis3"] = dict(domain=[0, 0.18], anchor="x", rangemode="tozero", tickformat=".0%",
+                                title=dict(text="mask flips", **small))
+        return go.Figure(data=lines, layout=layout)
 
     def on_admm_round(self, event) -> None:
         self.rounds.append(len(self.rounds) + 1)
         self.phases.append(f"stage {event.stage} {event.phase}, round {event.round}")
         for layer in self.layers:
-            values = event.layers.get(layer)
-            self.primal.setdefault(layer, []).append(values["primal"] if values else None)
-            self.dual.setdefault(layer, []).append(values["dual"] if values else None)
+            values = event.layers.get(layer) or {}
+            series = self.series.setdefault(layer, {key: [] for key in self.SERIES})
+            for key in self.SERIES:
+                series[key].append(values.get(key))
 
     def render(self) -> None:
+        n, normalised = len(self.layers), self.scale.value
+        plotted = {"y": [], "y2": []}  # every value on each log axis, for its ticks
         with updating(self.figure):
             for i, layer in enumerate(self.layers):
-                for trace, series in ((self.figure.data[2 * i], self.primal), (self.figure.data[2 * i + 1], self.dual)):
+                s = self.series.get(layer) or {key: [] for key in self.SERIES}
+                primal, dual = s["primal"], s["dual"]
+                if normalised:
+                    primal = [ratio(a, b) for a, b in zip(primal, s["w_norm"])]
+                    dual = [ratio(a, b) for a, b in zip(dual, s["rho_u_norm"])]
+                primal, dual, rho = positive(primal), positive(dual), positive(s["rho"])
+                plotted["y"] += primal + dual
+                plotted["y2"] += rho
+                for index, y in ((2 * i, primal), (2 * i + 1, dual), (2 * n + i, rho),
+                                 (3 * n + i, list(s["mask_flips"]))):
+                    trace = self.figure.data[index]
                     trace.x = list(self.rounds)
-                    trace.y = positive(series.get(layer, []))
+                    trace.y = y
                     trace.text = list(self.phases)
+            title, y_title = self.TITLES[normalised]
+            layout = self.figure.layout
+            layout.title.text = title
+            layout.yaxis.title.text = y_title
+            layout.yaxis.tickvals, layout.yaxis.ticktext = log_ticks(plotted["y"], 6)
+            layout.yaxis2.tickvals, layout.yaxis2.ticktext = log_ticks(plotted["y2"], 3)  # ~60 px tall
+
+
+# the count axis is logarithmic from half a weight: the spike at 0 and the tails both read off it, and a bin
+# holding one weight is a bar log10(1 / COUNT_FLOOR) = 0.3 decades tall, up to the axis' "1" line: 5% of the
+# axis under fc1's largest bin after 20 default rounds (205,000 weights), where a linear axis would draw it
+# 1/205,000 of the spike and log(1 + n) would label the ticks n + 1. No count lies below the floor.
+COUNT_FLOOR = 0.5
 
 
 class HistogramPanel(FigurePanel):
     """One layer's weights W per round, split into the part Z keeps and the part ADMM drives to zero.
 
-    Counts arrive as bins from the engine (never raw weights); the two stacked bars add up to all of W.
+    Counts arrive as bins from the engine (never raw weights); the two stacked bars add up to all of W, and
+    the bins cover every weight (the engine widens them when a weight leaves their range). A layer with a
+    bits target also shows Z's levels alpha * Q as dotted vertical lines (layout shapes).
     """
 
     title = "Weight histogram"
@@ -172,8 +265,11 @@ class HistogramPanel(FigurePanel):
         return [w.HBox([self.layer, self.round], layout=w.Layout(width="100%")), self.info]
 
     def reset(self) -> None:
-        self.records: list[dict] = []  # per round: {"label", "layers": {name: (edges, w_counts, kept_counts)}}
+        # per round: {"phase": (stage, phase), "round", "label", "layers": {name: (edges, w_counts, kept_counts,
+        # levels)}}
+        self.records: list[dict] = []
         self.follow = True
+        self.x_range: list[float] | None = None  # set only when it changes: a user's zoom lasts until then
 
     def build(self) -> go.Figure:
         self.syncing = True
@@ -184,8 +280,15 @@ class HistogramPanel(FigurePanel):
                   go.Bar(x=[], y=[], name="pruned by Z (driven to 0)", marker=dict(color="#ff7f0e"))]
         layout = base_layout("Weights W at a Z/U round", "weight value", "count (log scale)", barmode="stack",
                              bargap=0)
-        layout["yaxis"]["type"] = "log"
+        layout.update(height=440, legend={**LEGEND_BELOW, "traceorder": "normal"})  # as tall as Residuals beside it
+        layout["margin"]["b"] = 75
+        layout["yaxis"].update(type="log", range=self.count_range(1), dtick=1)  # ticks at 1, 10, 100, ...
         return go.Figure(data=traces, layout=layout)
+
+    @staticmethod
+    def count_range(top: int) -> list[float]:
+        """The log axis' range (in decades) from COUNT_FLOOR to a bar of `top` weights with room above it."""
+        return [math.log10(COUNT_FLOOR), math.log10(max(top, 10) * 2)]
 
     def on_pick(self, change) -> None:
         if not self.syncing:
@@ -194,8 +297,23 @@ class HistogramPanel(FigurePanel):
 
     def on_admm_round(self, event) -> None:
         self.records.append({
+            "phase": (event.stage, event.phase), "round": event.round,
             "label": f"stage {event.stage} {event.phase}, round {event.round}",
-            "layers": {name: (v["edges"], v["w_counts"], v["kept_counts"]) for name, v in event.layers.items()}})
+            "layers": {name: (v["edges"], v["w_counts"], v["kept_counts"], v.get("levels"))
+                       for name, v in event.layers.items()}})
+
+    def widened(self, index: int, layer: str) -> str:
+        """Where in its phase the bins of record `index` got their range, if not at the phase's first round."""
+        record = self.records[index]
+        top = record["layers"][layer][0][-1]
+        for before in reversed(self.records[:index]):
+            bins = before["layers"].get(layer)
+            if before["phase"] != record["phase"] or bins is None:
+                return ""
+            if bins[0][-1] != top:
+                return (f"; widened at round {before['round'] + 1} from ±{bins[0][-1]:.3g}: a weight left that "
+                        "range")
+        return ""
 
     def render(self) -> None:
         self.syncing = True
@@ -211,25 +329,40 @@ class HistogramPanel(FigurePanel):
                 self.round.value = n
         finally:
             self.syncing = False
+        layer = self.layer.value
         record = self.records[self.round.value - 1] if n else None
-        bins = record["layers"].get(self.layer.value) if record else None
+        bins = record["layers"].get(layer) if record else None
+        levels = []
         if bins is None:
             self.info.value = ("<i>no ADMM round yet: run ADMM to see the weights split</i>" if not n else
-                               f"<i>{escape(self.layer.value)} has no target in {record['label']}</i>")
+                               f"<i>{escape(layer)} has no target in {record['label']}</i>")
             centres = kept = pruned = []
-            width = None
+            width, top, x_range = None, 1, self.x_range
         else:
-            edges, counts, kept = bins
+            edges, counts, kept, levels = bins
+            levels = levels or []
+            lo, hi = min([edges[0], *levels]), max([edges[-1], *levels])
+            x_range = [lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo)]  # every bin and level, none on the frame
             centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
             pruned = [c - k for c, k in zip(counts, kept)]
-            width = edges[1] - edges[0]
-            self.info.value = (f"{record['label']}: {sum(counts):,} weights in {escape(self.layer.value)}, "
-                               f"Z keeps {sum(kept):,}")
+            width, top = edges[1] - edges[0], max(counts)
+            shown = ("" if not levels else f"; Z's {len(levels)} levels α·Q (dotted)"
+                     + (": " + ", ".join(f"{v:.3g}" for v in levels) if len(levels) <= 8 else ""))
+            self.info.value = (f"{record['label']}: {sum(counts):,} weights in {escape(layer)}, Z keeps "
+                               f"{sum(kept):,}; {len(counts)} bins of {width:.3g} over ±{edges[-1]:.3g}"
+                               f"{self.widened(self.round.value - 1, layer)}{shown}")
         with updating(self.figure):
             for trace, y in zip(self.figure.data, (kept, pruned)):
                 trace.x = centres
                 trace.y = y
                 trace.width = width
+            self.figure.layout.yaxis.range = self.count_range(top)
+            if x_range != self.x_range:
+                self.x_range = self.figure.layout.xaxis.range = x_range
+            self.figure.layout.shapes = [
+                dict(type="line", x0=v, x1=v, xref="x", y0=0, y1=1, yref="paper", layer="above",
+                     line=dict(color="#444444", width=1, dash="dot"), name="levels of Z (α·Q)",
+                     legendgroup="levels", showlegend=i == 0) for i, v in enumerate(levels)]
 
 
 class AccuracyPanel(FigurePanel):

@@ -30,3 +30,4 @@ class TargetsChanged(Event):
 
     kind: ClassVar[str] = "targets_changed"
     targets: dict
+    compression: float  # of the dense network if every target were met (the Targets panel's total)

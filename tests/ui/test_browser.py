@@ -4,6 +4,7 @@ Screenshots go to artifacts/ui/ (CI artifacts); docs/screenshots/ holds copies c
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_pretrain_admm_retrain_purify(page):
 
     click(page, "Run ADMM")
     wait_stage(page, "admm")
-    assert points(page, "residualspanel") == [4] * 8  # a round every 0.1 epoch; 4 layers x primal, dual
+    # a round every 0.1 epoch: 4 layers x primal, dual; rho (lines, no markers); mask flips
+    assert points(page, "residualspanel") == [4] * 8 + [0] * 4 + [4] * 4
     bars = page.locator(".ae-histogrampanel .barlayer .trace path")
     assert bars.count() > 10
     assert points(page, "accuracypanel") == [7] * 4
@@ -91,7 +93,54 @@ def test_pretrain_admm_retrain_purify(page):
     row = page.locator(".ae-purifypanel tr", has_text="parameters").locator("td").all_inner_texts()
     before, after = (int(cell.replace(",", "")) for cell in row[1:3])
     assert after < before  # the network shrank
+    # every panel describes the shrunk network: Setup's weights, Targets' rows and its total (untargeted: the
+    # compression the stage reached, against the dense network)
+    assert "shrunk by P-RM from 430,500" in page.locator(".ae-setuppanel").inner_text()
+    targets = page.locator(".ae-targetspanel").inner_text()
+    compression = re.search(r"([\d.]+)× fewer weights", stage_status(page)).group(1)
+    assert f"{compression}× fewer weights" in targets and "430,500 before P-RM" in targets
+    assert "500×800" not in targets  # fc1's row shows its shrunk shape
     page.screenshot(path=str(ARTIFACTS / "03-purified.png"))
+
+
+def test_a_reload_reopens_the_run_with_its_curves(page):
+    """The run of the test above is a folder on disk: after a reload the Runs panel lists it, and Open brings
+    back its curves, its stage status and its P-RM table."""
+    accuracy = points(page, "accuracypanel")
+    status = stage_status(page)
+    page.reload()
+    page.get_by_role("button", name="Run ADMM").wait_for(state="visible", timeout=120_000)
+    runs = page.locator(".ae-runspanel")
+    runs.get_by_role("cell", name="pretrain → admm → retrain → purify", exact=True).wait_for(timeout=30_000)
+    assert not any(points(page, "accuracypanel"))  # a new session: nothing plotted
+    click(page, "Open and continue")
+    page.locator(".ae-purifypanel tr", has_text="parameters").wait_for(timeout=60_000)
+    assert drawn(page, "accuracypanel", lambda p: p == accuracy) == accuracy
+    assert stage_status(page) == status
+    page.screenshot(path=str(ARTIFACTS / "03b-reopened.png"))
+
+
+def drawn(page, panel: str, ready, timeout: float = 60) -> list[int]:
+    """points() of a panel's figure once `ready(points)` holds (plotly draws after the widgets appear)."""
+    deadline = time.monotonic() + timeout
+    while not ready(found := points(page, panel)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return found
+
+
+def test_a_new_setup_starts_clean_and_purify_needs_pruning(page):
+    click(page, "Apply setup")
+    page.locator(".ae-purifypanel", has_text="not purified yet").wait_for(timeout=60_000)
+    assert "idle" in stage_status(page)
+    targets = page.locator(".ae-sparsitypanel .barlayer .trace").first.locator("path")
+    assert targets.count() == 4  # the target bars are drawn for the new session at once
+    click(page, "Purify (P-RM)")
+    error = page.locator(".ae-error").first
+    error.wait_for(timeout=30_000)
+    assert "nothing is pruned before it" in error.inner_text()
+    assert page.locator(".ae-purifypanel", has_text="not purified yet").count() == 1
+    click(page, "Dismiss")
+    error.wait_for(state="detached", timeout=10_000)
 
 
 def test_stop_registers_while_training(page):
@@ -101,7 +150,7 @@ def test_stop_registers_while_training(page):
     while "batch" not in stage_status(page):
         assert time.monotonic() < deadline, stage_status(page)
         time.sleep(0.1)
-    before = points(page, "accuracypanel")
+    before = drawn(page, "accuracypanel", any)  # an evaluation plotted, then Stop
     click(page, "Stop")
     text = wait_stage(page, "pretrain", "stopped", timeout=30)
     assert "stopped" in text

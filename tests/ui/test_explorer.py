@@ -23,7 +23,7 @@ def test_admm_figures_hold_every_round(explorer, recorder, finish):
     rounds = recorder.of("admm_round")
     assert len(rounds) == 4  # every 0.1 of 0.4 epochs
     fig = explorer.residuals.figure
-    assert len(fig.data) == 2 * len(layers)
+    assert len(fig.data) == 4 * len(layers)  # per layer primal, dual, then rho and mask flips
     for i, layer in enumerate(layers):
         primal, dual = fig.data[2 * i], fig.data[2 * i + 1]
         assert list(primal.x) == [1, 2, 3, 4] and list(dual.x) == [1, 2, 3, 4]
@@ -59,8 +59,8 @@ def test_admm_figures_hold_every_round(explorer, recorder, finish):
     assert "71.2× fewer weights" in explorer.stages.status.value
     runs = explorer.runs
     assert [r["kind"] for r in runs.runs] == ["pretrain", "admm", "retrain"]
-    assert (runs.a.value, runs.b.value) == (1, 2)  # the last two runs overlaid
-    assert len(runs.figure.data[1].x) == 2  # retrain: 0.2 epochs, evaluated every 0.1
+    assert runs.b.value == str(explorer.controller.folder.out)  # the page's own run, compared
+    assert len(runs.figure.data[1].x) == 8  # its whole pipeline: 0.2 + 0.4 + 0.2 epochs, evaluated every 0.1
 
     finish(explorer, explorer.purify.b_purify)
     (done,) = recorder.of("purify_done")
@@ -155,9 +155,9 @@ def test_a_new_setup_starts_every_panel_clean(explorer, recorder, finish):
     targets = {d.name: list(d.y) for d in explorer.sparsity.figure.data}["target"]
     assert targets == pytest.approx(list(PAPER.values()))
     (first,) = explorer.runs.runs
-    assert first["kind"] == "pretrain" and first["setup"].endswith("-lenet5-mnist-sample")
+    assert first["kind"] == "pretrain" and first["run"].endswith("-lenet5-mnist-sample")
     on_disk = {r["name"]: r for r in explorer.runs.on_disk}  # its run folder, closed by the new setup
-    assert (on_disk[first["setup"]]["status"], on_disk[first["setup"]]["stages"]) == ("stopped", ["pretrain"])
+    assert (on_disk[first["run"]]["status"], on_disk[first["run"]]["stages"]) == ("stopped", ["pretrain"])
 
 
 def test_presets_move_the_total_live(explorer):
@@ -508,3 +508,198 @@ def test_a_reload_loses_nothing_runs_are_folders_that_reopen_and_continue(tmp_pa
     summary = run_recipe(None, resume=out)  # the CLI finishes what the pages wrote: nothing left to train
     assert [s["kind"] for s in summary["stages"]] == ["pretrain", "admm", "retrain", "purify"]
     assert summary["accuracy"] == state["stages"][-1]["accuracy"] and (out / "model_shrunk.pt").exists()
+
+
+def test_magnitude_in_a_branch_compares_whole_pipelines(explorer, finish):
+    """Pretrain -> ADMM -> Retrain, then a branch after the pretrain and Magnitude with ADMM's budget: the
+    comparison overlays the two pipelines (sharing the pretrain's curve) and shows their final weights of
+    one layer side by side, the counts those of the runs' last checkpoints."""
+    from admm_explorer.files import load_weights_only
+
+    for button in (explorer.stages.b_pretrain, explorer.stages.b_admm, explorer.stages.b_retrain):
+        finish(explorer, button)
+    admm_run = explorer.controller.folder.out
+    pretrained = explorer.controller.session.records[0].accuracy
+    runs = explorer.runs
+    runs.pick.value = str(admm_run)
+    assert [label for label, _ in runs.after.options] == ["0 pretrain", "1 admm", "2 retrain"]
+    runs.after.value = 1
+    runs.b_branch.click()
+    assert not explorer.notices.messages, explorer.notices.messages
+    branch = explorer.controller.folder.out
+    assert branch != admm_run and explorer.controller.session.evaluate()[1] == pretrained
+    finish(explorer, explorer.stages.b_magnitude)
+    (magnitude,) = [r for r in explorer.controller.history if r.kind == "magnitude"]
+    assert magnitude.epochs == pytest.approx(0.4 + 0.2) and magnitude.steps == 1  # ADMM's budget, one-shot
+    assert explorer.controller.session.compression() == pytest.approx(71.2, rel=0.01)
+
+    runs.a.value, runs.b.value, runs.layer.value = str(admm_run), str(branch), "fc1"
+    accuracy_a, accuracy_b, bars_a, bars_b = explorer.runs.figure.data
+    pretrain_points = 2  # evaluations every 0.1 of 0.2 epochs
+    assert list(accuracy_a.x)[:pretrain_points] == list(accuracy_b.x)[:pretrain_points]
+    assert list(accuracy_a.y)[:pretrain_points] == list(accuracy_b.y)[:pretrain_points]
+    assert accuracy_a.x[-1] == pytest.approx(accuracy_b.x[-1]) == 0.8  # the same budget: 0.2 + 0.4 + 0.2 epochs
+    assert list(accuracy_a.y)[pretrain_points:] != list(accuracy_b.y)[pretrain_points:]
+    for bars, out in ((bars_a, admm_run), (bars_b, branch)):
+        state = load_weights_only(sorted((out / "checkpoints").glob("stage2-*.pt"))[0] if out == admm_run else
+                                  sorted((out / "checkpoints").glob("stage1-*.pt"))[0])["state_dict"]
+        assert sum(c or 0 for c in bars.y) == int(torch.count_nonzero(state["fc1.weight"])) == 3600
+    titles = [a.text for a in explorer.runs.figure.layout.annotations]
+    assert "fc1 keeps 3,600 of 400,000" in titles[1] and "fc1 keeps 3,600 of 400,000" in titles[2]
+
+
+def spy_on_rounds(monkeypatch, then=None) -> list[dict]:
+    """Per Z/U round, per layer, clones of W, Z, rho U and Z's kept set as round_payload saw them (the W the
+    round's histogram counted); `then(admm, rounds_so_far)` runs after each round's payload."""
+    from admm_explorer.engine.stages import pruning
+
+    seen, payload = [], pruning.round_payload
+
+    def spy(admm, residuals):
+        out = payload(admm, residuals)
+        seen.append({name: {"w": admm.model.get_submodule(name).weight.detach().clone(), "z": layer.z.clone(),
+                            "rho_u": layer.rho * layer.u, "kept": layer.kept.clone()}
+                     for name, layer in admm.layers.items()})
+        if then is not None:
+            then(admm, len(seen))
+        return out
+
+    monkeypatch.setattr(pruning, "round_payload", spy)
+    return seen
+
+
+def test_residuals_normalised_with_rho_and_mask_flips_on_one_round_axis(explorer, recorder, finish, monkeypatch):
+    """The toggle divides primal by ||W|| and dual by ||rho U|| (from the layer's tensors at that round); rho
+    and the mask flips of every round are plotted under them on the same x axis; one legend entry per layer."""
+    seen = spy_on_rounds(monkeypatch)
+    explorer.targets.b_paper.click()
+    finish(explorer, explorer.stages.b_admm)
+    rounds = recorder.of("admm_round")
+    assert len(rounds) == len(seen) == 4
+    panel, layers = explorer.residuals, list(PAPER)
+    fig, n = panel.figure, len(layers)
+    assert panel.scale.description and panel.scale.tooltip and panel.scale.value is False  # absolute first
+    assert {t.xaxis or "x" for t in fig.data} == {"x"}  # one x axis: the subplots zoom together
+    assert [t.name for t in fig.data if t.showlegend is not False] == layers
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"  # under the plot
+    for i, layer in enumerate(layers):
+        rho, flips = fig.data[2 * n + i], fig.data[3 * n + i]
+        assert (rho.yaxis, flips.yaxis, rho.legendgroup, flips.legendgroup) == ("y2", "y3", layer, layer)
+        assert list(rho.x) == list(flips.x) == [1, 2, 3, 4]
+        assert list(rho.y) == [r.layers[layer]["rho"] for r in rounds]
+        assert list(flips.y) == [r.layers[layer]["mask_flips"] for r in rounds]
+        for k in (1, 2, 3):  # by hand: new kept weights over kept weights
+            now, before = seen[k][layer]["kept"], seen[k - 1][layer]["kept"]
+            assert flips.y[k] == pytest.approx(int((now & ~before).sum()) / int(now.sum()))
+    assert fig.layout.yaxis2.type == "log" and fig.layout.yaxis2.tickvals  # rho: 1-2-5 ticks, labelled
+    assert list(fig.layout.yaxis2.ticktext) == [f"{v:.3g}" for v in fig.layout.yaxis2.tickvals]
+
+    panel.scale.value = True
+    assert "‖W‖" in fig.layout.title.text and "relative" in fig.layout.yaxis.title.text
+    for i, layer in enumerate(layers):
+        primal, dual = fig.data[2 * i], fig.data[2 * i + 1]
+        by_hand = [(float((s[layer]["w"] - s[layer]["z"]).norm()), float(s[layer]["w"].norm()),
+                    float(s[layer]["rho_u"].norm())) for s in seen]
+        assert list(primal.y) == pytest.approx([d / w_norm for d, w_norm, _ in by_hand], rel=1e-5)
+        assert list(dual.y) == pytest.approx([r.layers[layer]["dual"] / y for r, (_, _, y) in zip(rounds, by_hand)],
+                                             rel=1e-5)
+        assert [r.layers[layer]["w_norm"] for r in rounds] == pytest.approx([w for _, w, _ in by_hand], rel=1e-6)
+    panel.scale.value = False
+    assert list(fig.data[0].y) == [r.layers["conv1"]["primal"] for r in rounds]
+
+
+def test_histogram_bins_hold_every_weight_show_single_ones_and_the_levels(explorer, recorder, finish, monkeypatch):
+    """A conv1 weight pushed to 10x the first round's range is counted in the bin whose edges hold it (the
+    bins widen, the info line says so); every bar sums to the layer's weights; the log axis starts at 0.5 so a
+    bin of one weight is a bar; fc2 with 2 bits shows Z's two levels."""
+    def push(admm, k):
+        if k == 1:
+            with torch.no_grad():
+                weight = admm.model.conv1.weight
+                weight[0, 0, 0, 0] = 10 * weight.abs().max()
+
+    seen = spy_on_rounds(monkeypatch, push)
+    explorer.targets.b_paper.click()
+    explorer.targets.rows["fc2"].bits.value = 2
+    finish(explorer, explorer.stages.b_admm)
+    rounds = recorder.of("admm_round")
+    hist = explorer.histogram
+    hist.layer.value, hist.round.value = "conv1", 2
+    first, second = (r.layers["conv1"]["edges"] for r in rounds[:2])
+    outlier = float(seen[1]["conv1"]["w"][0, 0, 0, 0])
+    assert outlier > 5 * first[-1] and second[-1] == pytest.approx(1.3 * outlier)  # widened at round 2
+    kept, pruned = hist.figure.data
+    counts = [a + b for a, b in zip(kept.y, pruned.y)]
+    assert sum(counts) == 500 and sum(kept.y) == 100
+    w = seen[1]["conv1"]["w"].flatten().double()
+    e = torch.tensor(second, dtype=torch.float64)
+    assert counts == [int(((w >= a) & ((w < b) if i < 59 else (w <= b))).sum())
+                      for i, (a, b) in enumerate(zip(e[:-1], e[1:]))]
+    half = kept.width / 2
+    (i,) = [i for i, x in enumerate(kept.x) if x - half <= outlier < x + half]
+    assert counts[i] >= 1 and kept.y[i] >= 1  # in the figure's own bin around it, and kept by Z
+    assert f"widened at round 2 from ±{first[-1]:.3g}" in hist.info.value
+
+    hist.layer.value, hist.round.value = "fc1", 4
+    kept, pruned = hist.figure.data
+    assert sum(kept.y) + sum(pruned.y) == 400_000 and 1 in [a + b for a, b in zip(kept.y, pruned.y)]
+    y = hist.figure.layout.yaxis
+    assert y.type == "log" and y.range[0] == pytest.approx(math.log10(0.5))
+    assert y.range[1] >= math.log10(max(a + b for a, b in zip(kept.y, pruned.y)))  # the tallest bar fits
+    one = (0 - y.range[0]) / (y.range[1] - y.range[0])  # a bar of 1 weight: log10(1) above the floor
+    assert one > 0.05, f"a bin of one weight is {one:.1%} of the axis"
+    assert hist.figure.layout.shapes == ()  # fc1 has no bits: no levels
+
+    hist.layer.value = "fc2"
+    z = seen[3]["fc2"]["z"]
+    levels = sorted(set(z[z != 0].tolist()))
+    assert len(levels) == 2 and levels[0] == -levels[1]  # ternary: +-alpha
+    assert [s.x0 for s in hist.figure.layout.shapes] == levels == rounds[3].layers["fc2"]["levels"]
+    assert all(s.x0 == s.x1 and (s.yref, s.y0, s.y1) == ("paper", 0, 1) for s in hist.figure.layout.shapes)
+    assert [s.showlegend for s in hist.figure.layout.shapes] == [True, False]  # one legend entry
+    assert "Z's 2 levels" in hist.info.value
+
+
+def test_labels_say_what_a_class_would_otherwise_misread(explorer, finish):
+    """Status names the stage; an ADMM stage says it has not pruned W yet; rho is shown only in ADMM phases;
+    the rho slider says which rho it sets; Reweighted runs the benchmarks' settings toward the Targets' total;
+    a FakeData session says its accuracy means nothing; the exported recipe holds rounded numbers."""
+    import yaml
+
+    from admm_explorer.engine import AdmmRound, BatchEnded, StageStarted
+
+    stages = explorer.stages
+    assert stages.rho.description == "ρ (next ADMM)"
+    explorer.targets.uniform.value = 0.92
+    explorer.targets.b_uniform.click()
+    finish(explorer, stages.b_pretrain)
+    assert stages.status.value.startswith("<b>pretrain</b> finished (stage 0)")
+    finish(explorer, stages.b_admm)
+    assert "ADMM has not pruned yet: Z is sparse, W is not" in stages.status.value
+    recipe = yaml.safe_load(explorer.controller.recipe_yaml())
+    assert recipe["stages"][1]["targets"]["conv1"]["sparsity"] == 0.92  # not 0.9200000000000002
+    assert recipe["stages"][1]["rho"]["init"] == 0.001
+
+    spec = stages.reweighted_spec()
+    assert (spec.rho.init, spec.rho.schedule, spec.lam) == (0.01, "constant", 1e-5)
+    assert spec.compression == pytest.approx(explorer.targets.compression, abs=0.01)
+
+    # a progressive stage's retrain phase shows no rho; its ADMM phase does, and the slider is live then
+    stages.on_stage_started(StageStarted(stage=5, stage_kind="progressive", epochs=1, total_batches=10))
+    stages.on_batch_ended(BatchEnded(stage=5, phase="admm 1/2", epoch=1, step=1, total_batches=10, loss=1.0,
+                                     penalty=0.1, accuracy=0.5, lr=1e-3))
+    stages.on_admm_round(AdmmRound(stage=5, phase="admm 1/2", round=1, epoch=0.1, step=1, layers={"fc1": {"rho": 2e-3}}))
+    stages.busy = True
+    stages.render()
+    assert "<b>progressive · admm 1/2</b> (stage 5)" in stages.status.value and "ρ 2.0e-03" in stages.status.value
+    assert stages.rho.description == "ρ (live)"
+    stages.on_batch_ended(BatchEnded(stage=5, phase="retrain 1/2", epoch=1, step=2, total_batches=10, loss=1.0,
+                                     penalty=0.0, accuracy=0.5, lr=1e-3))
+    stages.render()
+    assert "retrain 1/2" in stages.status.value and "ρ" not in stages.status.value
+    stages.busy = False
+
+    explorer.setup.dataset.value = "fake"
+    explorer.setup.b_apply.click()
+    assert not explorer.notices.messages, explorer.notices.messages
+    assert "FakeData's labels are random: its accuracy means nothing" in " ".join(stages.notes({"kind": "pretrain"}))

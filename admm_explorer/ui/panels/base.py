@@ -11,7 +11,8 @@ from ..explain import explain_toggle
 if TYPE_CHECKING:
     from ..controller import Controller
 
-LABEL_WIDTH = "9.5em"
+LABEL_WIDTH = "9.2em"  # "Tolerance (points)", "Global target (×)"
+FILL = "calc(100% - 4px)"  # the width that fills a box: 100% plus a widget's 2 px margins would overflow it
 
 
 class Panel:
@@ -79,7 +80,7 @@ def labelled(widget: w.DOMWidget, description: str, tooltip: str, label_width: s
     widget.description = description
     widget.tooltip = tooltip
     widget.style.description_width = label_width
-    widget.layout.width = "97%"  # 100% plus the widget's own margins would clip its right edge
+    widget.layout.width = FILL
     return widget
 
 

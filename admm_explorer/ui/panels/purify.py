@@ -69,7 +69,11 @@ class PurifyPanel(Panel):
         self.running = self.running and event.busy
 
     def on_purify_done(self, event) -> None:
-        self.report = event
+        self.report, self.running = event, False
+
+    def on_stage_ended(self, event) -> bool:
+        was, self.running = self.running, False  # also in a replayed run, which has no Activity events
+        return was
 
     def on_run_started(self, event) -> None:
         self.report = None

@@ -188,9 +188,14 @@ class RunsPanel(Panel):
         folders = [(r["name"], str(r["folder"])) for r in self.on_disk]
         self.syncing = True
         try:
+            chosen = self.pick.value
             self.pick.options = folders
+            self.pick.value = chosen if chosen in {f for _, f in folders} else folders[0][1] if folders else None
             picked = next((r for r in self.on_disk if str(r["folder"]) == self.pick.value), None)
+            after = self.after.value
             self.after.options = [(f"{i} {kind}", i + 1) for i, kind in enumerate(picked["stages"] if picked else [])]
+            count = len(self.after.options)
+            self.after.value = after if after is not None and after <= count else 1 if count else None
             a, b = self.a.value, self.b.value
             self.a.options, self.b.options = folders, folders
             if not self.picked and folders:

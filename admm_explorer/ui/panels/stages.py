@@ -6,13 +6,14 @@ import time
 import ipywidgets as w
 
 from ...recipe import parse_stage
-from .base import Panel, button, labelled
+from .base import FILL, Panel, button, labelled
 
 # Defaults chosen for the classroom demo (pretrain -> Run ADMM -> Retrain -> Purify on lenet5/mnist-sample):
 # about a minute of CPU, >= 97% on the MNIST test set at 71x fewer weights (benchmarks/dashboard_demo.py).
 DEFAULTS = dict(pretrain_epochs=10.0, admm_epochs=10.0, update_every=0.5, rho=1e-3, rho_schedule="geometric",
-                rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, optimizer="adam", lr=1e-3,
-                lr_schedule="cosine", eval_every=1.0, lam=1e-6, reweighted_x=0.0)
+                rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, magnitude_steps=1, optimizer="adam", lr=1e-3,
+                lr_schedule="cosine", eval_every=1.0, lam=1e-5, reweighted_rho=1e-2, reweighted_x=0.0)
+ADMM_KINDS = ("admm", "progressive", "reweighted")  # stages with Z/U rounds: rho is live during their ADMM phases
 
 
 def clock(seconds: float) -> str:
@@ -22,6 +23,8 @@ def clock(seconds: float) -> str:
 
 FIELD = "8.8em"  # label width in the two-column grid
 LIVE = "10.5em"  # label width of the two live sliders
+# two columns of fields where both show their whole value (0.000001, geometric) beside the label, else one
+FIELDS = "repeat(auto-fill, minmax(max(17em, calc(50% - 6px)), 1fr))"
 
 
 def epochs_box(value: float, description: str, tooltip: str) -> w.FloatText:
@@ -40,8 +43,9 @@ class StagesPanel(Panel):
                                      "Z/U every", "period of the Z- and U-updates in epochs (fractions allowed: 0.5 = "
                                                   "twice per epoch)", FIELD)
         self.rho = labelled(w.FloatLogSlider(value=d["rho"], base=10, min=-6, max=1, step=0.1, readout_format=".1e"),
-                            "ρ (live)", "ADMM penalty rho: the start of the next ADMM stage, and while ADMM runs, the "
-                                        "rho every layer switches to at the next Z/U round", LIVE)
+                            "ρ (next ADMM)", "ADMM penalty rho. Idle (ρ (next ADMM)): where the next Run ADMM or "
+                                             "Progressive starts. While one runs (ρ (live)): every layer switches "
+                                             "to it at the next Z/U round", LIVE)
         self.rho_schedule = labelled(w.Dropdown(options=["constant", "geometric", "balance"], value=d["rho_schedule"]),
                                      "ρ schedule", "constant; geometric: rho × factor each round up to max; balance: "
                                                    "residual balancing (Boyd et al. 3.4.1)", FIELD)
@@ -54,13 +58,19 @@ class StagesPanel(Panel):
         self.steps = labelled(w.IntText(value=d["steps"]), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
+        self.magnitude_steps = labelled(w.IntText(value=d["magnitude_steps"]), "Magnitude steps",
+                                        "Magnitude: 1 = one-shot (prune the smallest weights to the Targets, then "
+                                        "retrain); more: prune in this many steps on a geometric plan", FIELD)
         self.lam = labelled(w.FloatText(value=d["lam"], step=1e-6), "λ (reweighted)",
                             "Reweighted: the L1 weight; Z's threshold is λ × a / ρ with a = 1 / (|Z| + 0.001), so "
-                            "scale λ with ρ", FIELD)
+                            "scale λ with ρ (benchmarks/lenet5_admm.py: 1e-5 at a constant ρ of 0.01)", FIELD)
+        self.reweighted_rho = labelled(w.FloatText(value=d["reweighted_rho"], step=1e-3), "ρ (reweighted)",
+                                       "Reweighted: its own constant ρ (a growing ρ would lower its threshold round "
+                                       "by round); the ρ slider is ADMM's", FIELD)
         self.reweighted_x = labelled(w.FloatText(value=d["reweighted_x"], step=10.0),
                                      "Reweighted ×", "Reweighted: compression to reach by one global magnitude "
-                                                     "top-k over the targeted layers at the end (0: keep the "
-                                                     "weights λ leaves in Z); Retrain then prunes to it", FIELD)
+                                                     "top-k over the targeted layers at the end (0: the Targets' "
+                                                     "total); Retrain then prunes to it", FIELD)
         self.optimizer = labelled(w.Dropdown(options=["adam", "sgd"], value=d["optimizer"]), "Optimizer",
                                   "optimizer of every stage (sgd with momentum 0.9)", FIELD)
         self.lr = labelled(w.FloatLogSlider(value=d["lr"], base=10, min=-6, max=0, step=0.1, readout_format=".1e"),
@@ -78,6 +88,10 @@ class StagesPanel(Panel):
         self.b_reweighted = button("Reweighted", "reweighted ADMM (our reconstruction of paper 4) on the layers that "
                                                  "have a target, their rates ignored: λ decides, or Reweighted ×",
                                    "primary")
+        self.b_magnitude = button("Magnitude", "the baseline: prune the smallest weights to the Targets and retrain "
+                                               "under the mask, for ADMM epochs + Retrain epochs (ADMM's budget); to "
+                                               "compare whole pipelines, branch the ADMM run after its pretrain in "
+                                               "Runs first", "primary")
         self.b_stop = button("Stop", "end the running stage after the current batch; everything so far is kept",
                              "danger")
         self.b_pretrain.on_click(self.action(lambda _: self.pretrain()))
@@ -85,34 +99,38 @@ class StagesPanel(Panel):
         self.b_retrain.on_click(self.action(lambda _: self.controller.run(self.retrain_spec())))
         self.b_progressive.on_click(self.action(lambda _: self.controller.run(self.progressive_spec())))
         self.b_reweighted.on_click(self.action(lambda _: self.controller.run(self.reweighted_spec())))
+        self.b_magnitude.on_click(self.action(lambda _: self.controller.run(self.magnitude_spec())))
         self.b_stop.on_click(self.action(lambda _: self.controller.stop()))
         self.rho.observe(self.action(lambda c: self.controller.set_rho(c["new"])), "value")
         self.lr.observe(self.action(lambda c: self.controller.set_lr(c["new"])), "value")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="Progress", tooltip="batches of the stage",
                                       style={"description_width": "5em", "bar_color": "#2f7ed8"},
-                                      layout=w.Layout(width="100%"))
+                                      layout=w.Layout(width=FILL))
         self.status = w.HTML("<i>idle</i>")
         self.targets: dict = {}
-        self.pruned = False  # an admm/progressive stage finished in this session: Retrain follows its targets
+        self.compression = 1.0  # the Targets' total: what Reweighted × 0 reaches
+        self.dataset = ""
+        self.pruned = False  # a pruning stage finished in this session: Retrain follows its targets
         self.stage = None
         self.b_stop.disabled = True
         grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.update_every,
                           self.eval_every, self.optimizer, self.lr_schedule, self.rho_schedule, self.rho_factor,
-                          self.rho_max, self.lam, self.reweighted_x],
-                         layout=w.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="2px 12px"))
+                          self.rho_max, self.magnitude_steps, self.reweighted_rho, self.lam, self.reweighted_x],
+                         layout=w.Layout(grid_template_columns=FIELDS, grid_gap="2px 12px"))
         buttons = w.HBox([self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted,
-                          self.b_stop],
+                          self.b_magnitude, self.b_stop],
                          layout=w.Layout(flex_flow="row wrap"))
         self.body.children = [grid, self.rho, self.lr, buttons, self.progress, self.status]
-        self.locked = [self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted]
+        self.locked = [self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted,
+                       self.b_magnitude]
 
     # specs ------------------------------------------------------------------------------------------
     def optimizer_spec(self) -> dict:
-        return {"name": self.optimizer.value, "lr": self.lr.value, "schedule": self.lr_schedule.value}
+        return {"name": self.optimizer.value, "lr": float(f"{self.lr.value:.3g}"), "schedule": self.lr_schedule.value}
 
     def rho_spec(self) -> dict:
-        return {"init": self.rho.value, "schedule": self.rho_schedule.value, "factor": self.rho_factor.value,
-                "max": self.rho_max.value}
+        return {"init": float(f"{self.rho.value:.3g}"), "schedule": self.rho_schedule.value,
+                "factor": self.rho_factor.value, "max": self.rho_max.value}
 
     def _targets(self):
         if not self.targets:
@@ -152,18 +170,25 @@ class StagesPanel(Panel):
                             "optimizer": self.optimizer_spec(), "retrain_optimizer": self.optimizer_spec(),
                             "eval_every": self.eval_every.value}, "Progressive")
 
+    def magnitude_spec(self):
+        return parse_stage({"kind": "magnitude", "targets": self._targets(), "steps": self.magnitude_steps.value,
+                            "epochs": self.admm_epochs.value + self.retrain_epochs.value,
+                            "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value}, "Magnitude")
+
     def reweighted_spec(self):
         return parse_stage({"kind": "reweighted", "epochs": self.admm_epochs.value,
-                            "update_every": self.update_every.value, "rho": self.rho_spec(), "lam": self.lam.value,
-                            "layers": self._pruned_layers(), "compression": self.reweighted_x.value or None,
+                            "update_every": self.update_every.value,
+                            "rho": {"init": self.reweighted_rho.value, "schedule": "constant"}, "lam": self.lam.value,
+                            "layers": self._pruned_layers(),
+                            "compression": self.reweighted_x.value or round(self.compression, 2),
                             "optimizer": self.optimizer_spec(), "eval_every": self.eval_every.value}, "Reweighted")
 
     # events -----------------------------------------------------------------------------------------
     def on_run_started(self, event) -> None:
-        self.pruned, self.stage = False, None
+        self.pruned, self.stage, self.dataset = False, None, event.dataset
 
     def on_targets_changed(self, event) -> bool:
-        self.targets = event.targets
+        self.targets, self.compression = event.targets, event.compression
         return False
 
     def on_stage_started(self, event) -> None:
@@ -172,6 +197,8 @@ class StagesPanel(Panel):
                       "phase": event.stage_kind}
 
     def on_batch_ended(self, event) -> None:
+        if "admm" not in event.phase:
+            self.stage["rho"] = None  # a retrain phase has no rho
         self.stage.update(step=event.step, loss=event.loss, phase=event.phase)
 
     def on_admm_round(self, event) -> None:
@@ -182,7 +209,8 @@ class StagesPanel(Panel):
 
     def on_stage_ended(self, event) -> None:
         self.stage.update(ended=event)
-        if event.status == "finished" and event.stage_kind in ("admm", "progressive", "reweighted", "purify"):
+        if event.status == "finished" and event.stage_kind in ("admm", "progressive", "reweighted", "magnitude",
+                                                               "purify"):
             self.pruned = event.stage_kind != "purify"  # P-RM leaves no targets behind
 
     def on_activity(self, event) -> None:
@@ -193,6 +221,8 @@ class StagesPanel(Panel):
     def render(self) -> None:
         self.b_stop.disabled = not self.busy
         s = self.stage
+        live = self.busy and s is not None and s["kind"] in ADMM_KINDS and s["kind"] != "reweighted"
+        self.rho.description = "ρ (live)" if live else "ρ (next ADMM)"
         if s is None:
             self.status.value = f"<i>{'starting …' if self.busy else 'idle'}</i>"
             self.progress.value, self.progress.bar_style = 0, ""
@@ -204,18 +234,20 @@ class StagesPanel(Panel):
         if end is not None:
             self.progress.bar_style = "success" if end.status == "finished" else "warning"
             stored = end.storage
-            self.status.value = (f"stage {end.stage} <b>{end.stage_kind}</b> {end.status} in {clock(end.seconds)}: "
+            self.status.value = (f"<b>{end.stage_kind}</b> {end.status} (stage {end.stage}) in {clock(end.seconds)}: "
                                  f"test accuracy <b>{end.accuracy:.2%}</b>, {end.compression:.1f}× fewer weights"
                                  + (f", stored in {stored['compressed_bytes']:,} bytes ({stored['ratio']:.1f}× "
-                                    f"smaller, {stored['bits_per_weight']:.2f} bits a weight)" if stored else ""))
+                                    f"smaller, {stored['bits_per_weight']:.2f} bits a weight)" if stored else "")
+                                 + "".join(f"<br>{note}" for note in self.notes(end)))
             return
         if not self.busy:
             self.progress.bar_style = "danger"
-            self.status.value = f"stage {s['index']} <b>{s['kind']}</b> failed at batch {s['step']} (see the message above)"
+            self.status.value = f"<b>{s['kind']}</b> failed (stage {s['index']}) at batch {s['step']} (see the message above)"
             return
         self.progress.bar_style = ""
         eta = elapsed / s["step"] * (s["total"] - s["step"]) if s["step"] else None
-        parts = [f"stage {s['index']} <b>{s['phase']}</b>", f"batch {s['step']}/{s['total']}",
+        name = s["kind"] + (f" · {s['phase']}" if s["phase"] not in (s["kind"], "train") else "")
+        parts = [f"<b>{name}</b> (stage {s['index']})", f"batch {s['step']}/{s['total']}",
                  f"{clock(elapsed)} elapsed", f"ETA {clock(eta) if eta is not None else '…'}"]
         if s["loss"] is not None:
             parts.append(f"loss {s['loss']:.3f}")
@@ -223,4 +255,17 @@ class StagesPanel(Panel):
             parts.append(f"test {s['test']:.2%}")
         if s["rho"] is not None:
             parts.append(f"ρ {s['rho']:.1e}")
-        self.status.value = " · ".join(parts)
+        self.status.value = " · ".join(parts) + "".join(f"<br>{note}" for note in self.notes(s))
+
+    def notes(self, stage) -> list[str]:
+        """What the bare figures of a stage would let a class misread (`stage`: a StageEnded, or the running
+        stage's record)."""
+        kind = stage.stage_kind if hasattr(stage, "stage_kind") else stage["kind"]
+        out = []
+        if kind in ("admm", "reweighted") and getattr(stage, "compression", 1.0) < 1.5:
+            out.append("<i>ADMM has not pruned yet: Z is sparse, W is not; Retrain prunes W to Z's support</i>")
+        if kind == "reweighted":
+            out.append("<i>Reweighted ignores the per-layer rates: λ (and Reweighted ×) decide the sparsity</i>")
+        if self.dataset == "fake":
+            out.append("<i>FakeData's labels are random: its accuracy means nothing</i>")
+        return out

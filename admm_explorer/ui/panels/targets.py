@@ -15,6 +15,11 @@ PAPER_LENET5 = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}
 STRUCTURES = ["unstructured", "filter", "column", "filter+column"]
 BITS = [("float", 0), ("1 (binary)", 1), ("2 (ternary)", 2)] + [(str(b), b) for b in range(3, 9)]  # 0: no quantization
 COLUMNS = ["Layer", "Shape", "Weights", "FLOPs (MACs)", "Sparsity", "Structure", "Bits", "Kept"]
+# the texts take what they need (a layer name up to its full length, wrapping after its dots when the panel is
+# narrow; FLOPs (MACs) on two lines); the slider has the rest, at least 12.5em (an 80 px track beside its
+# readout); the lists fit their longest entry ("filter+column", "2 (ternary)")
+COLUMN_WIDTHS = "minmax(7.5em, max-content) auto auto min-content minmax(12.5em, 1fr) 9.6em 7.6em auto"
+CELL = dict(width="auto")  # a grid item stretches over its cell; 100% plus its margins would overlap the next
 
 
 def short(n: int) -> str:
@@ -33,18 +38,19 @@ class Row:
         self.sparsity = w.FloatSlider(value=0.0, min=0.0, max=0.999, step=0.001, readout_format=".3f",
                                       continuous_update=True, tooltip=f"fraction of {name}'s weights set to zero",
                                       description=f"{name} sparsity", style={"description_width": "0"},
-                                      layout=w.Layout(width="100%", min_width="9em"))
+                                      layout=CELL)
         self.structure = w.Dropdown(options=STRUCTURES, value="unstructured", description=f"{name} structure",
-                                    style={"description_width": "0"}, layout=w.Layout(width="100%"),
+                                    style={"description_width": "0"}, layout=CELL,
                                     tooltip="what is removed: single weights, whole filters (GEMM rows), columns, "
                                             "or both")
         self.bits = w.Dropdown(options=BITS, value=0, description=f"{name} bits", style={"description_width": "0"},
-                               layout=w.Layout(width="100%"),
+                               layout=CELL,
                                tooltip="quantize the kept weights to this many bits (float: no quantization)")
         self.kept = w.HTML()
         for control in (self.sparsity, self.structure, self.bits):
             control.observe(on_change, "value")
-        self.cells = [w.HTML(f"<b>{escape(name)}</b>"), w.HTML("×".join(map(str, self.shape))),
+        # a long name (layers.2.0.shortcut.0) wraps after its dots when the Layer column is narrow
+        self.cells = [w.HTML(f"<b>{escape(name).replace('.', '.<wbr>')}</b>"), w.HTML("×".join(map(str, self.shape))),
                       w.HTML(f"{info['weights']:,}"), w.HTML(short(info["macs"])),
                       self.sparsity, self.structure, self.bits, self.kept]
 
@@ -53,7 +59,7 @@ class Row:
         return self.nonzero if target is None else min(self.nonzero, kept_weights(self.shape, target))
 
     def target(self) -> LayerTarget | None:
-        s, bits = self.sparsity.value, self.bits.value or None
+        s, bits = round(self.sparsity.value, 6), self.bits.value or None  # 0.92, not 0.9200000000000002
         if s <= 0 and bits is None:
             return None
         if s <= 0:
@@ -88,8 +94,7 @@ class TargetsPanel(Panel):
         self.b_paper.on_click(self.action(lambda _: self.preset(PAPER_LENET5)))
         self.b_global.on_click(self.action(
             lambda _: self.preset(self.controller.global_sparsity(self.global_x.value))))
-        self.grid = w.GridBox(layout=w.Layout(grid_template_columns="4em 6.2em 5em 4.5em minmax(8em, 1fr) 9.3em "
-                                                                    "5.5em 4.2em", grid_gap="2px 6px",
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=COLUMN_WIDTHS, grid_gap="2px 8px",
                                               align_items="center", width="100%"))
         self.total = w.HTML()
         self.body.children = [self.grid, self.total,
@@ -143,7 +148,9 @@ class TargetsPanel(Panel):
     def changed(self, change=None) -> None:
         if self.syncing:
             return
-        self.controller.post(TargetsChanged(targets=self.targets()))
+        targets = self.targets()
+        kept = sum(row.kept_by(targets.get(name)) for name, row in self.rows.items())
+        self.controller.post(TargetsChanged(targets=targets, compression=self.dense_weights / max(kept, 1)))
 
     def targets(self) -> dict[str, LayerTarget]:
         return {name: t for name, row in self.rows.items() if (t := row.target()) is not None}

@@ -142,11 +142,15 @@ EXPLAIN: dict[str, Explanation] = {
              "subject.",
         lesson="03-progressive-and-quantization"),
     "Runs": Explanation(
-        shows="Every stage run in this page, across setups, and two runs' curves overlaid.",
+        shows="The run folders on disk (this page's, earlier pages', the command line's), each reopened with all "
+              "its curves or branched after one of its stages; the stages run in this page; and two whole "
+              "pipelines compared: test accuracy over all their stages on one axis, one layer's final weights "
+              "side by side.",
         math=r"Compare pipelines at the same epoch budget: ADMM then retraining against a one-shot magnitude prune "
              r"then retraining, at the same rates. Magnitude pruning keeps the largest $|W|$ of the dense network at "
              r"once; ADMM keeps $\Pi_S(W + U)$ after W has had rounds to move towards it.",
-        look="at high rates ADMM keeps far more accuracy right after the hard prune than magnitude pruning does.",
+        look="branch an ADMM run after its pretrain and press Magnitude: both pipelines share the pretrain's curve, "
+             "and at high rates ADMM keeps far more accuracy right after the hard prune than magnitude pruning does.",
         lesson="02-pruning-lenet5"),
 }
 

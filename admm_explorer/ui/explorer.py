@@ -23,6 +23,8 @@ CSS = """<style>
   text-align: right; white-space: nowrap; }
 .ae-root table.ae-table th:first-child, .ae-root table.ae-table td:first-child { text-align: left; }
 .ae-root .widget-html-content { line-height: 1.35; }
+.ae-root .ae-field-error { color: #cf222e; font-size: 12px; line-height: 1.3; white-space: normal; }
+.ae-root .ae-invalid input, .ae-root .ae-invalid select { border-color: #cf222e; box-shadow: 0 0 0 1px #cf222e; }
 .ae-root .widget-html-content:has(> table.ae-table) { overflow-x: auto; }
 /* Targets: a long layer name wraps after its dots (never over the Shape column); a narrow page scrolls the
    table inside its panel rather than cutting its last columns */

@@ -188,3 +188,47 @@ def test_typed_text_is_shown_not_run(page, dashboard):
     assert "outside the dashboard's folder" in error.inner_text()
     assert not (dashboard["cwd"].parent / "escaped").exists()
     click(page, "Dismiss")
+
+
+def test_a_bad_number_shows_under_its_field(page):
+    page.locator(".ae-setuppanel").get_by_role("button", name="random", exact=True).click()
+    set_value(page, "setuppanel", "Batch size", 0)
+    click(page, "Apply setup")
+    note = page.locator(".ae-setuppanel .ae-field-error")
+    note.wait_for(timeout=30_000)
+    assert "batch_size = 0: Input should be greater than or equal to 1" in note.inner_text()
+    field = page.locator(".ae-setuppanel").get_by_label("Batch size", exact=True).bounding_box()
+    box = note.bounding_box()
+    assert 0 <= box["y"] - (field["y"] + field["height"]) < 30  # right under the field
+    page.screenshot(path=str(ARTIFACTS / "06-field-error.png"))
+    click(page, "Dismiss")
+    set_value(page, "setuppanel", "Batch size", 64)
+    click(page, "Apply setup")
+    note.wait_for(state="detached", timeout=30_000)
+
+
+def test_magnitude_beside_admm_from_the_same_pretrain(page, dashboard):
+    """Pretrain -> Run ADMM -> Retrain; Branch after the pretrain; Magnitude: Runs compares the pipelines."""
+    from admm_explorer.engine.run import list_runs
+
+    for label, value in (("Pretrain epochs", 0.3), ("ADMM epochs", 0.4), ("Z/U every", 0.1),
+                         ("Retrain epochs", 0.2), ("Evaluate every", 0.1)):
+        set_value(page, "stagespanel", label, value)
+    for name in ("Pretrain", "Run ADMM", "Retrain"):
+        click(page, name)
+        wait_stage(page, {"Run ADMM": "admm"}.get(name, name.lower()))
+    runs = page.locator(".ae-runspanel")
+    admm = next(r for r in list_runs(dashboard["cwd"] / "runs") if r["stages"] == ["pretrain", "admm", "retrain"])
+    runs.get_by_label("Run", exact=True).select_option(label=admm["name"])
+    runs.get_by_label("Branch after", exact=True).select_option(label="0 pretrain")
+    click(page, "Branch")
+    click(page, "Magnitude")
+    wait_stage(page, "magnitude")
+    branch = next(r for r in list_runs(dashboard["cwd"] / "runs") if r["stages"] == ["pretrain", "magnitude"])
+    runs.get_by_label("Run A", exact=True).select_option(label=admm["name"])
+    runs.get_by_label("Run B", exact=True).select_option(label=branch["name"])
+    runs.get_by_text("pretrain → admm → retrain vs B: pretrain → magnitude").wait_for(timeout=30_000)
+    curves = drawn(page, "runspanel", lambda p: len(p) == 2 and all(p))
+    assert curves[0] == curves[1]  # the same evaluations: one budget
+    assert runs.locator(".barlayer .trace").count() == 2  # each pipeline's final weights
+    page.screenshot(path=str(ARTIFACTS / "07-magnitude-vs-admm.png"))

@@ -435,6 +435,18 @@ def test_a_bad_number_is_refused_with_the_recipe_message_not_clamped(explorer, r
     assert field.value == value  # as typed: nothing clamps it to something that would run
     assert [m.text for m in explorer.notices.messages] and message in explorer.notices.messages[-1].text
     assert not recorder.of("stage_started")
+    # the same line right under the field, which is framed red until the next try
+    box, note, flagged = getattr(explorer, panel).flagged
+    assert message in note.value and "ae-invalid" in flagged._dom_classes
+    if label != "admm_epochs":  # that message names update_every, the other field of the clash
+        assert flagged is field
+    assert list(box.children).index(note) == list(box.children).index(flagged) + 1
+    field.value = {"batch_size": 64, "pretrain_epochs": 0.2, "update_every": 0.1, "admm_epochs": 0.4, "steps": 1,
+                   "retrain_epochs": 0.1, "global_x": 50.0}[label]  # a valid value: the field's error goes
+    getattr(getattr(explorer, panel), button).click()
+    explorer.controller.wait(timeout=120)
+    assert getattr(explorer, panel).flagged is None and note not in box.children, explorer.notices.messages
+    assert "ae-invalid" not in flagged._dom_classes
 
 
 def test_the_device_list_names_each_device_and_a_missing_one_is_a_clear_error(monkeypatch):

@@ -66,14 +66,56 @@ class Panel:
     def render(self) -> None:
         """Push the recorded state to the widgets (called under the controller's lock)."""
 
+    named: tuple[tuple[str, str], ...] = ()  # (text an error names, the attribute of the field it is about)
+
     def action(self, fn):
-        """A button/observer callback that reports its errors in the page."""
-        return self.controller.guard(fn)
+        """A button/observer callback that reports its errors in the page, and shows an error that names one
+        of the panel's fields (`named`) under that field too."""
+        def run(*args, **kwargs):
+            self.unflag()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                from ..controller import readable
+
+                self.flag(readable(e))
+                raise
+        return self.controller.guard(run)
+
+    def flag(self, text: str) -> None:
+        """`text` in red right under the first field of `named` it names; that field gets a red frame."""
+        for name, attribute in self.named:
+            if name in text:
+                field = getattr(self, attribute)
+                box = next(b for b in boxes(self.body) if field in b.children)
+                note = w.HTML(f"<div class='ae-field-error'>{escape(text)}</div>",
+                              layout=w.Layout(grid_column="1 / -1", width=FILL))
+                children = list(box.children)
+                box.children = children[:children.index(field) + 1] + [note] + children[children.index(field) + 1:]
+                field.add_class("ae-invalid")
+                self.flagged = (box, note, field)
+                return
+
+    def unflag(self) -> None:
+        flagged = getattr(self, "flagged", None)
+        if flagged is not None:
+            box, note, field = flagged
+            box.children = [c for c in box.children if c is not note]
+            field.remove_class("ae-invalid")
+            self.flagged = None
 
     def redraw(self) -> None:
         """Draw now, from a user's action on the main thread (locked against the worker's flushes)."""
         self.dirty = True
         self.controller.flush()
+
+
+def boxes(root: w.Widget):
+    """Every container widget under root, root first."""
+    if isinstance(root, w.Box):
+        yield root
+        for child in root.children:
+            yield from boxes(child)
 
 
 def labelled(widget: w.DOMWidget, description: str, tooltip: str, label_width: str = LABEL_WIDTH) -> w.DOMWidget:

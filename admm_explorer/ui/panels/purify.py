@@ -36,6 +36,7 @@ def unchanged(e) -> str:
 
 class PurifyPanel(Panel):
     title = "P-RM"
+    named = (("tolerance =", "tolerance"), ("retrain_epochs =", "retrain_epochs"))
 
     def __init__(self, controller, retrain_epochs: float = 2.0):
         super().__init__(controller)

@@ -62,6 +62,8 @@ class SetupPanel(Panel):
     """Apply setup starts a new session (the model is rebuilt): the Runs panel keeps the earlier runs."""
 
     title = "Setup"
+    named = (("batch_size =", "batch_size"), ("seed =", "seed"), ("validation =", "validation"),
+             ("test_root", "test_root"), ("data_root", "data_root"), ("checkpoint", "checkpoint"))
 
     def __init__(self, controller, pretrain: Callable[[], None], **recipe):
         super().__init__(controller)

@@ -33,6 +33,14 @@ def epochs_box(value: float, description: str, tooltip: str) -> w.FloatText:
 
 class StagesPanel(Panel):
     title = "Stages"
+    named = (("Pretrain.epochs =", "pretrain_epochs"), ("Run ADMM.epochs =", "admm_epochs"),
+             ("Reweighted.epochs =", "admm_epochs"), ("Magnitude.epochs =", "admm_epochs"),
+             ("Retrain.epochs =", "retrain_epochs"), ("admm_epochs =", "admm_epochs"),
+             ("retrain_epochs =", "retrain_epochs"), ("update_every =", "update_every"),
+             ("Progressive.steps =", "steps"), ("Magnitude.steps =", "magnitude_steps"),
+             ("eval_every =", "eval_every"), ("Reweighted.rho.init =", "reweighted_rho"), ("rho.factor =", "rho_factor"),
+             ("rho.max =", "rho_max"), ("rho.init =", "rho"), ("lam =", "lam"), ("compression =", "reweighted_x"),
+             ("lr =", "lr"))
 
     def __init__(self, controller, **defaults):
         super().__init__(controller)

@@ -72,6 +72,7 @@ class TargetsPanel(Panel):
     targets are fractions of what is left; the total compares with the dense network the session began as."""
 
     title = "Targets"
+    named = (("Global target (×) =", "global_x"),)
 
     def __init__(self, controller):
         super().__init__(controller)

@@ -4,7 +4,9 @@
 
 LeNet-5 on the embedded 5,000-digit sample, tested on the real 10,000-digit MNIST test set: --test-root
 defaults to the checkout's ../shared/data/mnist when that folder is there (the Setup panel itself has no
-default test set; without one it tests on 1,000 held-out sample digits and trains on the other 4,000).
+default test set; without one it tests on 1,000 held-out sample digits). The Setup panel holds 500 training
+digits out as the validation set P-RM chooses on, and every stage writes its run folder (into a temporary
+runs folder here).
 Targets: 2 minutes on a 2-core CPU, >= 97% test accuracy, >= 50x fewer weights.
 Figures, the test set used and the recipe the buttons ran: benchmarks/results/dashboard_demo.json.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,7 +60,8 @@ def main() -> int:
 def demo(test_root: str | None) -> tuple[int, dict, dict]:
     """Builds the Explorer and presses its four buttons; (exit code, protocol, results) for the JSON."""
     start = time.perf_counter()
-    explorer = Explorer(**({"test_root": test_root} if test_root else {}))
+    runs = tempfile.TemporaryDirectory()
+    explorer = Explorer(runs=runs.name, **({"test_root": test_root} if test_root else {}))
     log = Log()
     explorer.controller.subscribe(log)
     session = explorer.controller.session
@@ -74,7 +78,8 @@ def demo(test_root: str | None) -> tuple[int, dict, dict]:
         "settings": "the Explorer's defaults, untouched (Explorer(test_root=...) only)",
         "test_root": test_root, "test_set": session.data.test_description,
         "real_mnist_test_set": "MNIST test set" in session.data.test_description,
-        "n_train": session.data.n_train, "n_test": session.data.n_test,
+        "n_train": session.data.n_train, "n_validation": session.data.n_validation, "n_test": session.data.n_test,
+        "run_folder": "written for every stage (a temporary runs folder)",
         "model": c.recipe.model, "dataset": c.recipe.dataset, "seed": c.recipe.seed,
         "targets": {"seconds": 120, "accuracy": 0.97, "compression": 50}}
     for button in buttons:
@@ -110,6 +115,7 @@ def demo(test_root: str | None) -> tuple[int, dict, dict]:
         "stages": [{"kind": e.stage_kind, "seconds": e.seconds, "accuracy": e.accuracy,
                     "compression": e.compression, "status": e.status} for e in log.ended],
         "purify": purify, "checks": checks}
+    runs.cleanup()
     return (0 if all(checks.values()) else 1), protocol, results
 
 

@@ -176,6 +176,6 @@ class TargetsPanel(Panel):
                 control.disabled = self.busy
             row.structure.disabled = self.busy or row.sparsity.value <= 0
         weights = sum(math.prod(row.shape) for row in self.rows.values())
-        shrunk = f", {self.dense_weights:,} before P-RM" if weights < self.dense_weights else ""
+        shrunk = f"; {self.dense_weights:,} before P-RM" if weights < self.dense_weights else ""
         self.total.value = (f"Total if every target is met: <b>{self.compression:.1f}× fewer weights</b> "
-                            f"({self.kept:,} of {weights:,}{shrunk} kept)" if self.rows else "")
+                            f"({self.kept:,} of {weights:,} kept{shrunk})" if self.rows else "")

@@ -34,6 +34,11 @@ class Residuals:
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
+    def within(self, primal: float, dual: float | None = None) -> bool:
+        """Boyd et al.'s relative stopping test (3.3.1, with eps_abs = 0): ||W - Z|| <= primal ||W||, and
+        rho ||Z - Z'|| <= dual ||rho U|| when dual is given."""
+        return self.primal <= primal * self.w_norm and (dual is None or self.dual <= dual * self.rho_u_norm)
+
 
 def _zero_fraction(t: Tensor) -> float:
     return 1 - int(torch.count_nonzero(t)) / t.numel()

@@ -81,6 +81,7 @@ class AdmmRound(Event):
     epoch: float
     step: int
     layers: dict
+    converged: bool = False  # every layer's residuals within the stage's `stop`: the phase ends here
 
 
 @dataclass(frozen=True)

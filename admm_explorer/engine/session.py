@@ -426,12 +426,12 @@ class StageContext:
 
     def train(self, phase: str, epochs: float, optimizer: OptimizerSpec, *,
               penalty: Callable[[], torch.Tensor] | None = None,
-              period_epochs: float | None = None, on_period: Callable[[int, float], None] | None = None,
+              period_epochs: float | None = None, on_period: Callable[[int, float], bool] | None = None,
               after_step: Callable[[], None] | None = None) -> bool:
         """Train for `epochs` (fractions allowed) on the task loss (+ penalty()); False if stopped.
 
         Every `period_epochs` (fractions allowed; at the batch nearest each multiple) on_period(batches_done,
-        epochs_done) runs: ADMM's Z/U update.
+        epochs_done) runs: ADMM's Z/U update; when it returns True the phase ends there (evaluated, finished).
         after_step runs after every optimiser step (mask enforcement). Each epoch's shuffle and any
         randomness are seeded from (recipe seed, stage, phase, epoch), so reruns are bit-identical on CPU.
         """
@@ -500,11 +500,13 @@ class StageContext:
                                   total_batches=self.total_batches, loss=loss_value,
                                   penalty=total_value - loss_value,
                                   accuracy=batch_correct / len(y), lr=optimizer_.param_groups[0]["lr"]))
-                if on_period is not None and at_multiple(done, period_epochs, batches_per_epoch):
-                    on_period(done, done / batches_per_epoch)
-                if at_multiple(done, eval_every, batches_per_epoch) or done == budget:
+                ended = (on_period is not None and at_multiple(done, period_epochs, batches_per_epoch)
+                         and on_period(done, done / batches_per_epoch))
+                if ended or at_multiple(done, eval_every, batches_per_epoch) or done == budget:
                     self.evaluation(phase, done / batches_per_epoch,
                                     float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1))
+                if ended:
+                    return True
             if scheduler is not None:
                 scheduler.step()
         return True

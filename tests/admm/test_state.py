@@ -179,3 +179,12 @@ def test_penalty_follows_every_change_of_z_u_and_rho():
     check()
     layer.load_state_dict(saved)
     check()
+
+
+def test_relative_stopping_test_by_hand():
+    from admm_explorer.admm.state import Residuals
+
+    r = Residuals(primal=0.3, dual=0.2, rho=1.0, mask_flips=0.0, sparsity=0.5, w_sparsity=0.0, w_norm=10.0,
+                  rho_u_norm=4.0)
+    assert r.within(0.03) and not r.within(0.029)  # 0.3 <= 0.03 * 10
+    assert r.within(0.03, 0.05) and not r.within(0.03, 0.049)  # 0.2 <= 0.05 * 4

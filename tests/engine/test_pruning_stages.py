@@ -140,3 +140,29 @@ def test_run_exports_the_pruned_model_in_both_forms(tmp_path, pretrained):
     from_prune_form(other)
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(model.eval()(x), other.eval()(x))
+
+
+def test_admm_stops_at_the_first_round_whose_residuals_are_within_stop(pretrained):
+    """stop: {primal, dual}: the stage ends at the first round where every layer has ||W - Z|| <= primal ||W||
+    and rho ||Z - Z'|| <= dual ||rho U|| (checked here from the events' own figures), evaluated and finished;
+    a tolerance no round meets runs the whole budget."""
+    rounds = {}
+    for name, tolerance in (("loose", {"primal": 0.99, "dual": 0.99}), ("tight", {"primal": 1e-9})):
+        session = session_from(pretrained)
+        events = []
+        session.subscribe(events.append)
+        record = stage(session, {"kind": "admm", "epochs": 1, "update_every": 0.125, "eval_every": 1,
+                                 "rho": {"init": 0.01, "schedule": "geometric", "factor": 2, "max": 1},
+                                 "targets": PAPER, "stop": tolerance})
+        assert record.status == "finished"
+        rounds[name] = [e for e in events if isinstance(e, AdmmRound)]
+        met = [all(v["primal"] <= tolerance["primal"] * v["w_norm"] and
+                   ("dual" not in tolerance or v["dual"] <= tolerance["dual"] * v["rho_u_norm"])
+                   for v in e.layers.values()) for e in rounds[name]]
+        assert [e.converged for e in rounds[name]] == met
+        evaluations = [e for e in events if isinstance(e, EvaluationDone)]
+        assert evaluations[-1].step == rounds[name][-1].step if any(met) else evaluations[-1].epoch == 1
+    assert rounds["loose"][-1].converged and not any(e.converged for e in rounds["loose"][:-1])
+    assert len(rounds["loose"]) < 8 == len(rounds["tight"]) and not any(e.converged for e in rounds["tight"])
+    with pytest.raises(RecipeError, match="stop.primal"):
+        parse_recipe({"stages": [{"kind": "admm", "targets": PAPER, "stop": {"primal": 0}}]})

@@ -715,3 +715,18 @@ def test_labels_say_what_a_class_would_otherwise_misread(explorer, finish):
     explorer.setup.b_apply.click()
     assert not explorer.notices.messages, explorer.notices.messages
     assert "FakeData's labels are random: its accuracy means nothing" in " ".join(stages.notes({"kind": "pretrain"}))
+
+
+def test_run_admm_can_stop_on_its_residuals(explorer, recorder, finish):
+    """Stop at residual ends Run ADMM at the first round where every layer is within it, and says so."""
+    finish(explorer, explorer.stages.b_pretrain)
+    explorer.stages.stop_at.value = 0.99
+    assert explorer.stages.admm_spec().stop.primal == explorer.stages.admm_spec().stop.dual == 0.99
+    finish(explorer, explorer.stages.b_admm)
+    rounds = recorder.of("admm_round")
+    assert rounds[-1].converged and len(rounds) < 4  # 0.4 epochs, a round every 0.1
+    assert f"ADMM ended early, at round {len(rounds)}" in explorer.stages.status.value
+    explorer.stages.stop_at.value = -1
+    explorer.stages.b_admm.click()
+    assert "stop.primal = -1.0: Input should be greater than 0" in explorer.notices.messages[-1].text
+    assert explorer.stages.flagged[2] is explorer.stages.stop_at

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ...admm import ADMM, LayerTarget, RhoSpec, hard_prune, progressive_plan, resolve_targets, support
 from ...admm.admm import global_budget
@@ -60,9 +60,20 @@ class QuantizedRetrainSpec(PruningSpec):
         return shares
 
 
+class StopSpec(BaseModel):
+    """End an ADMM stage at the first Z/U round where every layer's relative residuals are within these
+    (W is close to Z, as paper 1 runs it); its epochs are then the most it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primal: float = Field(gt=0)  # ||W - Z|| / ||W||
+    dual: float | None = Field(None, gt=0)  # rho ||Z - Z'|| / ||rho U||; None: not judged
+
+
 class AdmmSpec(AdmmPhaseSpec):
     kind: Literal["admm"] = "admm"
-    epochs: float = Field(30, gt=0)  # W-step budget
+    epochs: float = Field(30, gt=0)  # W-step budget (the most it runs when `stop` is given)
+    stop: StopSpec | None = None
     update_every: float = Field(1.0, gt=0)  # Z/U update period in epochs (fractions allowed)
     rho: RhoSpec = Field(default_factory=RhoSpec)
     targets: Targets
@@ -148,14 +159,15 @@ def round_payload(admm: ADMM, residuals: dict) -> dict:
 
 
 def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs: float, update_every: float,
-               rho: RhoSpec, optimizer: OptimizerSpec, **method) -> ADMM | None:
+               rho: RhoSpec, optimizer: OptimizerSpec, stop: StopSpec | None = None, **method) -> ADMM | None:
     """W-steps on loss + penalty, a Z/U round every `update_every` epochs; the ADMM object, None if stopped.
-    `method`: ADMM's method, lam and eps (reweighted ADMM)."""
+    With `stop`, the phase ends at the first round whose residuals are all within it (that round's event
+    says converged). `method`: ADMM's method, lam and eps (reweighted ADMM)."""
     carried = {name: m for name, m in session.masks.items() if name in targets}
     admm = ADMM(session.model, targets, rho=rho, masks=carried, **method)
     rounds = [0]
 
-    def on_period(done: int, epochs_done: float) -> None:
+    def on_period(done: int, epochs_done: float) -> bool:
         if session.pending_rho is not None:
             admm.set_rho(session.pending_rho)
             session.pending_rho = None
@@ -164,8 +176,10 @@ def admm_phase(session, ctx, phase: str, targets: dict[str, LayerTarget], epochs
         except FloatingPointError as e:
             raise StageFailed(f"stage {ctx.index} ({ctx.spec.kind}, {phase}): {e}") from None
         rounds[0] += 1
+        converged = stop is not None and all(r.within(stop.primal, stop.dual) for r in residuals.values())
         session.emit(AdmmRound(stage=ctx.index, phase=phase, round=rounds[0], epoch=epochs_done, step=ctx.step,
-                               layers=round_payload(admm, residuals)))
+                               layers=round_payload(admm, residuals), converged=converged))
+        return converged
 
     with session.enforce_masks(release=targets) as after_step:  # ADMM may move quantized layers it targets
         finished = ctx.train(phase, epochs, optimizer, penalty=admm.penalty, period_epochs=update_every,
@@ -237,7 +251,7 @@ def retrain_phase(session, ctx, phase: str, epochs: float, optimizer: OptimizerS
 def run_admm(session, spec: AdmmSpec, ctx) -> None:
     targets = resolve_targets(session.model, spec.targets)
     session.targets = targets
-    admm_phase(session, ctx, "admm", targets, spec.epochs, spec.update_every, spec.rho, spec.optimizer)
+    admm_phase(session, ctx, "admm", targets, spec.epochs, spec.update_every, spec.rho, spec.optimizer, spec.stop)
 
 
 def run_retrain(session, spec: RetrainSpec, ctx) -> None:

@@ -13,7 +13,7 @@ from .base import FILL, Panel, button, labelled
 # 10 pretrain epochs took over 2 minutes in all). A short pretrain costs the least: ADMM and the retrain decide the end.
 DEFAULTS = dict(pretrain_epochs=6.0, admm_epochs=10.0, update_every=0.5, rho=1e-3, rho_schedule="geometric",
                 rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, magnitude_steps=1, optimizer="adam", lr=1e-3,
-                lr_schedule="cosine", eval_every=1.0, lam=1e-5, reweighted_rho=1e-2, reweighted_x=0.0)
+                lr_schedule="cosine", eval_every=1.0, lam=1e-5, reweighted_rho=1e-2, reweighted_x=0.0, stop_at=0.0)
 ADMM_KINDS = ("admm", "progressive", "reweighted")  # stages with Z/U rounds: rho is live during their ADMM phases
 
 
@@ -41,7 +41,7 @@ class StagesPanel(Panel):
              ("Progressive.steps =", "steps"), ("Magnitude.steps =", "magnitude_steps"),
              ("eval_every =", "eval_every"), ("Reweighted.rho.init =", "reweighted_rho"), ("rho.factor =", "rho_factor"),
              ("rho.max =", "rho_max"), ("rho.init =", "rho"), ("lam =", "lam"), ("compression =", "reweighted_x"),
-             ("lr =", "lr"))
+             ("lr =", "lr"), ("stop.", "stop_at"))
 
     def __init__(self, controller, **defaults):
         super().__init__(controller)
@@ -67,6 +67,10 @@ class StagesPanel(Panel):
         self.steps = labelled(w.IntText(value=d["steps"]), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
+        self.stop_at = labelled(w.FloatText(value=d["stop_at"], step=0.01), "Stop at residual",
+                                "Run ADMM ends at the first Z/U round where every layer has ||W − Z|| ≤ this × ||W|| and "
+                                "ρ||Z − Z′|| ≤ this × ||ρU|| (W close to Z, as paper 1 runs it); ADMM epochs is then "
+                                "the most it runs. 0: run every epoch", FIELD)
         self.magnitude_steps = labelled(w.IntText(value=d["magnitude_steps"]), "Magnitude steps",
                                         "Magnitude: 1 = one-shot (prune the smallest weights to the Targets, then "
                                         "retrain); more: prune in this many steps on a geometric plan", FIELD)
@@ -124,7 +128,8 @@ class StagesPanel(Panel):
         self.b_stop.disabled = True
         grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.update_every,
                           self.eval_every, self.optimizer, self.lr_schedule, self.rho_schedule, self.rho_factor,
-                          self.rho_max, self.magnitude_steps, self.reweighted_rho, self.lam, self.reweighted_x],
+                          self.rho_max, self.stop_at, self.magnitude_steps, self.reweighted_rho, self.lam,
+                          self.reweighted_x],
                          layout=w.Layout(grid_template_columns=FIELDS, grid_gap="2px 12px"))
         buttons = w.HBox([self.b_pretrain, self.b_admm, self.b_retrain, self.b_progressive, self.b_reweighted,
                           self.b_magnitude, self.b_stop],
@@ -162,7 +167,9 @@ class StagesPanel(Panel):
     def admm_spec(self):
         return parse_stage({"kind": "admm", "epochs": self.admm_epochs.value, "update_every": self.update_every.value,
                             "rho": self.rho_spec(), "targets": self._targets(), "optimizer": self.optimizer_spec(),
-                            "eval_every": self.eval_every.value}, "Run ADMM")
+                            "eval_every": self.eval_every.value,
+                            "stop": {"primal": self.stop_at.value, "dual": self.stop_at.value}
+                            if self.stop_at.value else None}, "Run ADMM")
 
     def retrain_spec(self):
         return parse_stage({"kind": "retrain", "epochs": self.retrain_epochs.value,
@@ -212,6 +219,8 @@ class StagesPanel(Panel):
 
     def on_admm_round(self, event) -> None:
         self.stage["rho"] = max(layer["rho"] for layer in event.layers.values())
+        if event.converged:
+            self.stage["converged"] = (event.round, event.epoch)
 
     def on_evaluation_done(self, event) -> None:
         self.stage["test"] = event.test_accuracy
@@ -273,6 +282,10 @@ class StagesPanel(Panel):
         out = []
         if kind in ("admm", "reweighted") and getattr(stage, "compression", 1.0) < 1.5:
             out.append("<i>ADMM has not pruned yet: Z is sparse, W is not; Retrain prunes W to Z's support</i>")
+        converged = (self.stage or {}).get("converged")  # the record of the stage shown
+        if converged:
+            out.append(f"<i>ADMM ended early, at round {converged[0]} (epoch {converged[1]:.3g}): every layer's "
+                       f"residuals were within Stop at residual ({self.stop_at.value:g} of ||W|| and ||ρU||)</i>")
         if kind == "reweighted":
             out.append("<i>Reweighted ignores the per-layer rates: λ (and Reweighted ×) decide the sparsity</i>")
         if self.dataset == "fake":

@@ -368,16 +368,20 @@ def lines(events: list[dict]) -> str:
     return "".join(json.dumps(event, default=float) + "\n" for event in events)
 
 
+def read_state(out: Path) -> dict:
+    """A run folder's state.json; RecipeError in one line when there is none or it cannot be read."""
+    try:
+        return json.loads((Path(out) / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{out} is not a readable run folder (state.json: {e})") from None
+
+
 def branch_run(src: Path, stages: int, out: Path) -> Path:
     """A new run folder `out` holding the first `stages` finished stages of the run in `src`: their recipe
     entries, checkpoints and events. A pipeline that goes on differently from there (pretrain -> magnitude
     beside pretrain -> admm -> retrain) is then a whole run of its own: resumable, listed, comparable."""
     src = Path(src)
-    try:
-        state = json.loads((src / "state.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecipeError(f"{src} is not a readable run folder (state.json: {e})") from None
-    done = state.get("stages", [])
+    done = read_state(src).get("stages", [])
     if not 1 <= stages <= len(done):
         raise RecipeError(f"{src} has {len(done)} finished stages: branch after 1 to {len(done)} of them")
     recipe = load_recipe(src / "recipe.yaml")

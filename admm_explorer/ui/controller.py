@@ -9,7 +9,6 @@ thread stays free for Stop, sliders and the round slider while a stage trains.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -23,8 +22,8 @@ import torch
 from ..admm.projections import global_keep_counts
 from ..engine import checkpoints
 from ..engine.events import from_dict
-from ..engine.run import (RunFolder, branch_run, check_new, locked, own_checkpoint, prepare_out, restore_records,
-                          truncate_metrics)
+from ..engine.run import (RunFolder, branch_run, check_new, locked, own_checkpoint, prepare_out, read_state,
+                          restore_records, truncate_metrics)
 from ..engine.session import Session
 from ..errors import AdmmExplorerError, RecipeError, StageFailed, UIError
 from ..files import read_events, write_atomic
@@ -175,12 +174,8 @@ class Controller:
         if self._running:
             raise UIError("a stage is running: press Stop before opening another run")
         out = Path(out)
-        try:
-            state = json.loads((out / "state.json").read_text())
-        except (OSError, ValueError) as e:
-            raise UIError(f"{out} is not a readable run folder (state.json: {e})") from None
+        done = read_state(out).get("stages", [])
         recipe = load_recipe(out / "recipe.yaml")
-        done = state.get("stages", [])
         start = own_checkpoint(out, done[-1]["checkpoint"]) if done else recipe.start
         with locked(out):  # a run another process is writing now is refused, before anything changes
             session = Session(recipe.model_copy(update={"start": start, "stages": []}), run_dir=out)

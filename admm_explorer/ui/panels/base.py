@@ -30,6 +30,7 @@ class Panel:
     def __init__(self, controller: Controller):
         self.controller = controller
         self.busy = False
+        self.flagged: tuple | None = None  # (box, note, field) of an error shown under its field
         self.dirty = False
         self.locked: list[w.DOMWidget] = []
         self.body = w.VBox()
@@ -97,9 +98,8 @@ class Panel:
                 return
 
     def unflag(self) -> None:
-        flagged = getattr(self, "flagged", None)
-        if flagged is not None:
-            box, note, field = flagged
+        if self.flagged is not None:
+            box, note, field = self.flagged
             box.children = [c for c in box.children if c is not note]
             field.remove_class("ae-invalid")
             self.flagged = None

@@ -16,7 +16,7 @@ from ...engine.events import from_dict
 from ...engine.run import list_runs, own_checkpoint
 from ...files import load_weights_only, read_events
 from .base import Panel, button, labelled, table
-from .figures import FONT, EpochAxis, figure_widget, updating
+from .figures import COUNT_FLOOR, FONT, EpochAxis, figure_widget, updating
 from .setup import resolve
 
 SHOWN = 12  # run folders listed (newest first)
@@ -100,8 +100,8 @@ class RunsPanel(Panel):
         fig.update_yaxes(title_text="test accuracy", tickformat=".1%", row=1, col=1)
         for col in (1, 2):
             fig.update_xaxes(title_text="weight value", row=2, col=col)
-            # a bin of one weight stays a visible bar: the log axis reaches down to 0.5
-            fig.update_yaxes(title_text="count (log scale)", type="log", autorangeoptions=dict(include=[0.5]),
+            # a bin of one weight stays a visible bar: the log axis reaches down to the histogram panel's floor
+            fig.update_yaxes(title_text="count (log scale)", type="log", autorangeoptions=dict(include=[COUNT_FLOOR]),
                              row=2, col=col)
         self.figure = figure_widget(fig)
         row = dict(layout=w.Layout(flex_flow="row wrap", align_items="center"))

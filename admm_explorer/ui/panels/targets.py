@@ -150,8 +150,8 @@ class TargetsPanel(Panel):
         if self.syncing:
             return
         targets = self.targets()
-        kept = sum(row.kept_by(targets.get(name)) for name, row in self.rows.items())
-        self.controller.post(TargetsChanged(targets=targets, compression=self.dense_weights / max(kept, 1)))
+        compression = self.dense_weights / max(self.kept_for(targets), 1)
+        self.controller.post(TargetsChanged(targets=targets, compression=compression))
 
     def targets(self) -> dict[str, LayerTarget]:
         return {name: t for name, row in self.rows.items() if (t := row.target()) is not None}
@@ -159,10 +159,14 @@ class TargetsPanel(Panel):
     def on_targets_changed(self, event) -> None:
         self.shown = event.targets
 
+    def kept_for(self, targets: dict[str, LayerTarget]) -> int:
+        """Prunable weights left if every one of `targets` is met (untargeted layers keep what they have)."""
+        return sum(row.kept_by(targets.get(name)) for name, row in self.rows.items())
+
     @property
     def kept(self) -> int:
         """Prunable weights left if every announced target is met."""
-        return sum(row.kept_by(self.shown.get(name)) for name, row in self.rows.items())
+        return self.kept_for(self.shown)
 
     @property
     def compression(self) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -62,8 +63,12 @@ def how_to_go_on(out: Path) -> str:
 
 
 def cmd_run(args) -> int:
+    """Under torchrun every rank runs this; rank 0 alone shows progress and messages."""
     from .engine.run import run_recipe
     from .errors import StageFailed, WriteFailed
+    from .parallel import world
+
+    main_rank = world().main
 
     if args.resume is None and args.recipe is None:
         print("error: give a RECIPE (with --out DIR) or --resume DIR", file=sys.stderr)
@@ -80,11 +85,12 @@ def cmd_run(args) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         summary = run_recipe(args.recipe, out=args.out, resume=args.resume,
-                             subscribers=() if args.quiet else (Progress(),),
+                             subscribers=() if args.quiet or not main_rank else (Progress(),),
                              on_session=lambda s: holder.__setitem__("session", s))
     except StageFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        print(how_to_go_on(args.resume or args.out), file=sys.stderr)
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
+            print(how_to_go_on(args.resume or args.out), file=sys.stderr)
         return EXIT_FAILED
     except WriteFailed as e:
         out = args.resume or args.out
@@ -95,6 +101,8 @@ def cmd_run(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     out = args.resume or args.out
+    if not main_rank:
+        return EXIT_STOPPED if summary["status"] == "stopped" else 0
     if summary["status"] == "stopped":
         print(f"stopped; resume with: admm-explorer run --resume {out}")
         return EXIT_STOPPED
@@ -139,6 +147,7 @@ EXAMPLES = """examples:
   admm-explorer lab                                       JupyterLab on the course notebooks
   admm-explorer run recipes/lenet5-admm.yaml --out runs/a
   admm-explorer run --resume runs/a
+  torchrun --nproc_per_node=4 -m admm_explorer run recipe.yaml --out runs/b   one process per GPU (DDP)
   admm-explorer models"""
 
 
@@ -202,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except AdmmExplorerError as e:  # bad input found before any work (a recipe, data, a folder, a checkpoint)
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has it; rank 0 says it
+            print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)

@@ -52,7 +52,15 @@ class Recipe(Strict):
     fake_size: int = Field(1000, ge=1)
     fake_shape: tuple[int, int, int] | None = None
     fake_classes: int | None = Field(None, ge=2)
-    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    device: str = Field("auto", pattern=DEVICE_PATTERN)  # under torchrun, cuda means each rank's own GPU
+    # the training forward's precision: autocast to bfloat16 or float16 (fp16 with a gradient scaler); the
+    # weights, the ADMM penalty, Z-step, U-step and residuals stay float32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory format for the model's 4-d weights and inputs (tensor cores)
+    # batches between reads of the per-batch figures from the device (events, the NaN check, a stop);
+    # None: every batch on the CPU (nothing to wait for), every 25 on an accelerator
+    log_every: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=0)  # DataLoader processes (imagenet, fake); None: imagenet up to 8, fake 0
     seed: int = Field(0, ge=0)
     start: Path | None = None  # None = random init; else a checkpoint (.pt) written by a run or by the dashboard
     stages: list[StageSpec] = Field(default_factory=list)

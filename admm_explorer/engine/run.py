@@ -11,6 +11,10 @@ DIR/summary.json      final accuracy, compression, per-layer counts, storage (by
 DIR/model.pt          the final model: a plain state_dict, masks applied (pruned weights are 0.0)
 DIR/model_prune_form.pt  the same in torch.nn.utils.prune form (weight_orig / weight_mask), when masks exist
 DIR/model_shrunk.pt   after purify: the physically shrunk model (admm_explorer.prm.load_shrunk reads it)
+
+Under torchrun (admm_explorer.parallel) rank 0 does all of the above; it checks the recipe and the folder,
+then hands the resolved recipe and the finished stages to the other ranks, which run the same stages and
+write nothing.
 """
 from __future__ import annotations
 
@@ -29,19 +33,20 @@ from typing import Callable
 import torch
 
 from ..files import WriteFailed, read_events, tensor_bytes, write_atomic, write_json, writing
+from ..parallel import World, world as this_world
 from ..recipe import Recipe, RecipeError, dump_recipe, load_recipe, parse_recipe
 from .events import BatchEnded, Event, RunFailed, RunFinished
 from .session import Session, StageFailed, StageRecord, check_recipe
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, world: World | None = None) -> dict:
     import torchvision
 
     from .. import __version__
 
     env = {"admm_explorer": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
            "torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "processes": world.size if world else 1}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
@@ -201,14 +206,36 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
     """Run every stage of a recipe (or the rest of a stopped run); returns the summary.
 
     Raises RecipeError before any work for a bad recipe, data or folder; StageFailed when a stage fails
-    (everything written so far is kept and the run can be resumed after a fix).
+    (everything written so far is kept and the run can be resumed after a fix). Under torchrun every rank
+    calls it with the same arguments; only rank 0 reads the recipe and the folder.
     """
+    world = this_world()
+    if not world.main:
+        given = world.share(None)
+        if "error" in given:
+            raise RecipeError(given["error"])
+        return _run(parse_recipe(given["recipe"]), Path(given["out"]), given["done"], subscribers, on_session, world)
+    handed: list[bool] = []  # set once the other ranks have the recipe
+
+    def hand_on(recipe: Recipe, out: Path, done: list[dict]) -> None:
+        world.share({"recipe": recipe.resolved(), "out": str(out), "done": done})
+        handed.append(True)
+
+    try:
+        return _lead(recipe, out, resume, subscribers, on_session, world, hand_on)
+    except RecipeError as e:
+        if world.size > 1 and not handed:  # the other ranks wait for the recipe: end them with the error
+            world.share({"error": str(e)})
+        raise
+
+
+def _lead(recipe, out, resume, subscribers, on_session, world: World, hand_on) -> dict:
     if resume is not None:
         out = Path(resume)
         if not (out / "state.json").exists():
             raise RecipeError(f"--resume {out}: no state.json there; it is not a run folder")
         with locked(out):
-            return _resume(out, subscribers, on_session)
+            return _resume(out, subscribers, on_session, world, hand_on)
     if out is None:
         raise RecipeError("--out is required for a new run")
     if isinstance(recipe, dict):
@@ -224,10 +251,10 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
     with locked(out):
         check_new(out)  # again under the lock: of two new runs on one folder, the second is refused
         (out / "recipe.yaml").write_text(dump_recipe(recipe))
-        return _run(recipe, out, [], subscribers, on_session)
+        return _run(recipe, out, [], subscribers, on_session, world, hand_on)
 
 
-def _resume(out: Path, subscribers, on_session) -> dict:
+def _resume(out: Path, subscribers, on_session, world: World, hand_on) -> dict:
     state = json.loads((out / "state.json").read_text())
     if state.get("status") == "finished":
         raise RecipeError(f"--resume {out}: that run already finished")
@@ -239,16 +266,19 @@ def _resume(out: Path, subscribers, on_session) -> dict:
             raise RecipeError(f"--resume {out}: its last checkpoint {start} is missing")
         recipe = recipe.model_copy(update={"start": start})
     truncate_metrics(out / "metrics.jsonl", len(done))
-    return _run(recipe, out, done, subscribers, on_session)
+    return _run(recipe, out, done, subscribers, on_session, world, hand_on)
 
 
 class RunFolder:
     """Writes a session's run folder as its stages end (the layout above): environment.json and every event
     from open(), state.json and summary.json after each stage, the model files at the end of a finished
-    run. The recipe runner and the dashboard both write runs through it; whoever opens it holds DIR's lock."""
+    run. The recipe runner and the dashboard both write runs through it; whoever opens it holds DIR's lock.
+    Under torchrun only rank 0's writes; the others compute the same summaries (they may evaluate, which
+    every rank must do together) and write nothing."""
 
     def __init__(self, session: Session, out: Path):
         self.session, self.out = session, out
+        self.writes = session.world.main
         self.checkpoints = out / "checkpoints"
         # "writer": who last took the run on; a dashboard that finds another writer there stops writing it
         self.state = {"status": "running", "writer": uuid.uuid4().hex, "stages": stage_rows(session.records, out)}
@@ -256,7 +286,9 @@ class RunFolder:
         self._unsubscribe: Callable[[], None] | None = None
 
     def open(self) -> None:
-        write_json(self.out / "environment.json", environment(self.session.device))
+        if not self.writes:
+            return
+        write_json(self.out / "environment.json", environment(self.session.device, self.session.world))
         self.writer = MetricsWriter(self.out / "metrics.jsonl")
         self._unsubscribe = self.session.subscribe(self.writer)
         write_json(self.out / "state.json", self.state)
@@ -276,13 +308,18 @@ class RunFolder:
             yield
 
     def stage_ended(self) -> None:
+        result = summary(self.session, "running")
+        if not self.writes:
+            return
         self.state["stages"] = stage_rows(self.session.records, self.out)
         write_json(self.out / "state.json", self.state)
-        write_json(self.out / "summary.json", summary(self.session, "running"))
+        write_json(self.out / "summary.json", result)
 
     def end(self, status: str) -> dict:
         """The run's summary as it ends: finished (with the model files), stopped or failed."""
         result = summary(self.session, status)
+        if not self.writes:
+            return result
         if status == "finished":
             export_model(self.session, self.out)
         self.state["status"] = status
@@ -304,8 +341,12 @@ def restore_records(session: Session, out: Path, done: list[dict]) -> None:
     session.stage_index = len(done)
 
 
-def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -> dict:
-    session = Session(recipe, run_dir=out)
+def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session, world: World,
+         hand_on: Callable[[Recipe, Path, list[dict]], None] | None = None) -> dict:
+    """hand_on (rank 0 of a torchrun launch): gives the other ranks the recipe they run and the stages done."""
+    if hand_on is not None:
+        hand_on(recipe, out, done)
+    session = Session(recipe, run_dir=out, world=world)
     restore_records(session, out, done)
     if on_session is not None:
         on_session(session)
@@ -319,7 +360,7 @@ def _run(recipe: Recipe, out: Path, done: list[dict], subscribers, on_session) -
             session.announce()
         for spec in recipe.stages[len(done):]:
             try:
-                record = session.run_stage(spec, checkpoint_dir=folder.checkpoints)
+                record = session.run_stage(spec, checkpoint_dir=folder.checkpoints if folder.writes else None)
             except StageFailed as e:
                 session.emit(RunFailed(stage=session.stage_index, message=str(e)))
                 folder.end("failed")

@@ -17,16 +17,29 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data import DataBundle, DataSpec, check_holdout, get_dataset, load_data
+from ..data import DataBundle, DataSpec, check_holdout, get_dataset, load_data, seed_for
 from ..models import build_model, get_model_spec, layer_macs, prunable_layers
 from ..errors import RecipeError, StageFailed
+from ..parallel import SINGLE, World, data_parallel
 from ..recipe import OptimizerSpec, Recipe, StageSpec
 from . import checkpoints
 from .events import BatchEnded, EvaluationDone, Event, RunStarted, StageEnded, StageStarted
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto picks cuda, then mps, then cpu; asking for a device that is not there is a RecipeError."""
+def resolve_device(name: str, world: World = SINGLE) -> torch.device:
+    """auto picks cuda, then mps, then cpu; asking for a device that is not there is a RecipeError. Under
+    torchrun (world.size > 1) each process takes its own GPU, cuda:LOCAL_RANK, or the CPU."""
+    if world.size > 1:
+        if name == "mps":
+            raise RecipeError("device = 'mps': a torchrun launch runs on CUDA GPUs or on the CPU (gloo)")
+        if name == "cpu" or not torch.cuda.is_available():
+            if name.startswith("cuda"):
+                raise RecipeError(f"device = {name!r}: CUDA is not available on this machine (use auto or cpu)")
+            return torch.device("cpu")
+        if world.local_rank >= torch.cuda.device_count():
+            raise RecipeError(f"torchrun started {world.local_rank + 1}+ processes on this machine but it has only "
+                              f"{torch.cuda.device_count()} CUDA device(s): --nproc_per_node at most that")
+        return torch.device("cuda", world.local_rank)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -44,11 +57,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def data_spec(recipe: Recipe) -> DataSpec:
+def data_spec(recipe: Recipe, device: torch.device | None = None, world: World = SINGLE) -> DataSpec:
     return DataSpec(name=recipe.dataset, data_root=recipe.data_root, test_root=recipe.test_root,
                     download=recipe.download, batch_size=recipe.batch_size, test_batch_size=recipe.test_batch_size,
                     validation=recipe.validation,
-                    fake_size=recipe.fake_size, fake_shape=recipe.fake_shape, fake_classes=recipe.fake_classes)
+                    fake_size=recipe.fake_size, fake_shape=recipe.fake_shape, fake_classes=recipe.fake_classes,
+                    device=str(device or "cpu"), workers=recipe.workers, rank=world.rank, world=world.size)
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -128,21 +142,22 @@ class StageRecord:
         return dict(self.__dict__)
 
 
-def seed_for(*parts: int) -> int:
-    """A deterministic 63-bit seed from integers (recipe seed, stage, phase, epoch)."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
-    return h % (1 << 63)
-
-
 class Session:
-    def __init__(self, recipe: Recipe, run_dir: Path | None = None):
+    """`world`: this process's place in a torchrun launch (parallel.world()); every rank runs the same
+    stages on its shard of each batch, with the same model, masks and ADMM state."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path | None = None, world: World = SINGLE):
         check_recipe(recipe)
         self.recipe = recipe
+        self.world = world
         self.spec = get_model_spec(recipe.model)
-        self.device = resolve_device(recipe.device)
-        self.data: DataBundle = load_data(data_spec(recipe), self.spec.input_shape, self.spec.num_classes)
+        self.device = resolve_device(recipe.device, world)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        # per-batch figures are read from the device every log_every batches (a read waits for the device)
+        self.log_every = recipe.log_every or (1 if self.device.type == "cpu" else 25)
+        self.data: DataBundle = load_data(data_spec(recipe, self.device, world), self.spec.input_shape,
+                                          self.spec.num_classes)
         if self.data.num_classes != self.spec.num_classes:
             raise RecipeError(f"model {recipe.model!r} has {self.spec.num_classes} outputs but the data has "
                               f"{self.data.num_classes} classes")
@@ -276,15 +291,29 @@ class Session:
             raise RecipeError("no validation set: give the recipe validation = N (training examples to hold out)")
         was_training = model.training
         model.eval()
-        loss_sum, correct, n = 0.0, 0, 0
+        loss_sums, corrects, n = [], [], 0  # per batch, on the device: read once at the end
         for x, y in batches():
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            out = model(x)
-            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
+            x, y = self.inputs(x, y)
+            with self.autocast():
+                out = model(x)
+            loss_sums.append(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
+            corrects.append((out.argmax(1) == y).sum())
             n += len(y)
         model.train(was_training)
+        world = self.world
+        loss_sum = sum(world.sum(torch.stack(loss_sums)).tolist())
+        correct, n = world.sum(torch.stack([torch.stack(corrects).sum(), torch.tensor(n, device=self.device)])).tolist()
         return loss_sum / n, correct / n
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the device, in the recipe's memory format (a no-op for data held there already)."""
+        fmt = torch.channels_last if self.recipe.channels_last and x.dim() == 4 else torch.preserve_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt), y.to(self.device, non_blocking=True)
+
+    def autocast(self):
+        """The recipe's precision for a forward pass (float32: no autocast)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.recipe.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # stages -----------------------------------------------------------------------------------------
     def run_stage(self, spec: StageSpec, checkpoint_dir: Path | None = None) -> StageRecord:
@@ -312,8 +341,9 @@ class Session:
             if not self.records and self.recipe.start is not None and self.start_accuracy is None:
                 self.start_accuracy = self.evaluate()[1]  # what judge() compares the first stage with
             start = time.perf_counter()
-            # a stage that fails, in any way, hands back the model, masks and targets it started from
-            saved = (self.model, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            # a stage that fails, in any way, hands back the model, masks and targets it started from; the
+            # copy is in host memory, so a stage never needs twice the model's size on the GPU
+            saved = (self.model, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
                      dict(self.masks), dict(self.targets), self.arch, set(self.quantized))
             try:
                 entry.run(self, spec, ctx)
@@ -416,6 +446,56 @@ def at_multiple(done: int, every_epochs: float, batches_per_epoch: int) -> bool:
     return k >= 1 and math.floor(k * period + 0.5) == done
 
 
+class BatchLog:
+    """The figures of a phase's batches not yet read from the device, and what reading them decides: one
+    BatchEnded per batch, a non-finite or diverging loss (StageFailed: run_stage undoes the stage), a stop
+    asked for on any rank. Under torchrun the figures of every rank are summed in the same read."""
+
+    def __init__(self, ctx: "StageContext", phase: str, watch: DivergenceWatch, optimizer, penalised: bool):
+        self.ctx, self.phase, self.watch, self.optimizer, self.penalised = ctx, phase, watch, optimizer, penalised
+        self.pending: list[tuple] = []  # (epoch, batch, step, lr, global examples, loss, total, correct)
+        self.stop_seen = False  # a stop asked for on some rank, as of the last read (torchrun)
+
+    def add(self, epoch: int, batch: int, step: int, loss, total, correct, global_n: int) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.pending.append((epoch, batch, step, lr, global_n, loss.detach(), total.detach(), correct))
+
+    def stopping(self) -> bool:
+        """Whether to stop before the next batch: in a world of one as soon as asked (no device read); under
+        torchrun once a read saw any rank asked, so that every rank stops at the same batch."""
+        session = self.ctx.session
+        return session.stop_requested if session.world.size == 1 else self.stop_seen
+
+    def flush(self) -> None:
+        session, ctx = self.ctx.session, self.ctx
+        world = session.world
+        if not self.pending and world.size == 1:
+            return
+        figures = [torch.stack([loss, total, correct.to(loss.dtype)]) for *_, loss, total, correct in self.pending]
+        figures.append(torch.tensor([float(session.stop_requested)], device=session.device))
+        values = world.sum(torch.cat(figures)).tolist()  # the one wait for the device
+        self.stop_seen = values[-1] > 0
+        pending, self.pending = self.pending, []
+        where = f"stage {ctx.index} ({ctx.spec.kind}, {self.phase})"
+        for (epoch, batch, step, lr, global_n, *_), (loss, total, correct) in zip(pending, zip(*[iter(values)] * 3)):
+            loss, total = loss / world.size, total / world.size
+            if not math.isfinite(total):
+                hint = (" The ADMM penalty is in the loss: rho is the likely cause; lower rho.init or rho.max."
+                        if self.penalised and math.isfinite(loss) else
+                        " Lower the learning rate (or rho, in an ADMM stage).")
+                raise StageFailed(f"{where}: the loss became {total} at epoch {epoch}, batch {batch}; stopped.{hint}")
+            runaway = self.watch.diverged(loss)
+            if runaway is not None:
+                cause = (f"rho (the ADMM penalty is {total - loss:.3g} of the loss) or the learning rate ({lr:g}) "
+                         "is likely too high" if self.penalised else f"the learning rate ({lr:g}) is likely too high")
+                raise StageFailed(f"{where}: training diverged: the loss rose from {runaway[0]:.3g} to "
+                                  f"{runaway[1]:.3g} over the last {self.watch.window} batches (epoch {epoch}, "
+                                  f"batch {batch}); stopped: {cause}.")
+            session.emit(BatchEnded(stage=ctx.index, phase=self.phase, epoch=epoch, step=step,
+                                    total_batches=ctx.total_batches, loss=loss, penalty=total - loss,
+                                    accuracy=correct / global_n, lr=lr))
+
+
 class StageContext:
     """What a stage function needs to train: seeded epochs, stop checks, events, periodic hooks."""
 
@@ -434,81 +514,85 @@ class StageContext:
         epochs_done) runs: ADMM's Z/U update; when it returns True the phase ends there (evaluated, finished).
         after_step runs after every optimiser step (mask enforcement). Each epoch's shuffle and any
         randomness are seeded from (recipe seed, stage, phase, epoch), so reruns are bit-identical on CPU.
+
+        A batch's figures (loss, penalty, correct) stay on the device; every log_every batches, and before
+        each Z/U round, evaluation and the phase's end, BatchLog reads them at once: one wait for the device
+        instead of three per batch. The forward runs in the recipe's precision; the penalty is computed
+        outside autocast, in float32. Under torchrun the model is wrapped in DDP for the phase.
         """
         s = self.session
         phase_id = self.phase_count
         self.phase_count += 1
-        model, device = s.model, s.device
-        optimizer_ = make_optimizer(optimizer, model.parameters())
+        world = s.world
+        if s.recipe.channels_last:
+            s.model.to(memory_format=torch.channels_last)  # the Parameters stay the same objects
+        optimizer_ = make_optimizer(optimizer, s.model.parameters())
+        scaler = torch.amp.GradScaler(s.device.type, enabled=s.recipe.precision == "fp16")
         n_epochs = math.ceil(epochs)
         scheduler = make_scheduler(optimizer, optimizer_, n_epochs)
         batches_per_epoch = len(s.data.train_batches(0))
         budget = round(epochs * batches_per_epoch)
         eval_every = self.spec.eval_every
-        watch = DivergenceWatch(s.data.num_classes, budget)
+        log = BatchLog(self, phase, DivergenceWatch(s.data.num_classes, budget), optimizer_, penalty is not None)
         done = 0
-        model.train()
-        for epoch in range(n_epochs):
-            seed = seed_for(s.recipe.seed, self.index, phase_id, epoch)
-            torch.manual_seed(seed)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for x, y in s.data.train_batches(seed):
-                if done >= budget:
-                    break
-                if s.stop_requested:
-                    return False
-                if s.pending_lr is not None:
-                    for group in optimizer_.param_groups:
-                        group["lr"] = s.pending_lr
-                    s.pending_lr = None
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                out = model(x)
-                loss = nn.functional.cross_entropy(out, y)
-                extra = penalty() if penalty is not None else None
-                total = loss + extra if extra is not None else loss
-                loss_value, total_value = float(loss.detach()), float(total.detach())
-                if not math.isfinite(total_value):
-                    # checked before the step, so the model keeps its last finite weights
-                    hint = (" The ADMM penalty is in the loss: rho is the likely cause; lower rho.init or rho.max."
-                            if extra is not None and math.isfinite(loss_value) else
-                            " Lower the learning rate (or rho, in an ADMM stage).")
-                    raise StageFailed(f"stage {self.index} ({self.spec.kind}, {phase}): the loss became "
-                                      f"{total_value} at epoch {epoch + 1}, batch {done + 1}; stopped.{hint}")
-                runaway = watch.diverged(loss_value)
-                if runaway is not None:
-                    lr_now = optimizer_.param_groups[0]["lr"]
-                    cause = (f"rho (the ADMM penalty is {total_value - loss_value:.3g} of the loss) or the learning "
-                             f"rate ({lr_now:g}) is likely too high" if extra is not None else
-                             f"the learning rate ({lr_now:g}) is likely too high")
-                    raise StageFailed(f"stage {self.index} ({self.spec.kind}, {phase}): training diverged: the loss "
-                                      f"rose from {runaway[0]:.3g} to {runaway[1]:.3g} over the last {watch.window} "
-                                      f"batches (epoch {epoch + 1}, batch {done + 1}); stopped: {cause}.")
-                optimizer_.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer_.step()
-                if after_step is not None:
-                    after_step()
-                batch_correct = int((out.argmax(1) == y).sum())
-                loss_sum += loss.detach() * len(y)
-                correct += batch_correct
-                seen += len(y)
-                done += 1
-                self.step += 1
-                s.emit(BatchEnded(stage=self.index, phase=phase, epoch=epoch + 1, step=self.step,
-                                  total_batches=self.total_batches, loss=loss_value,
-                                  penalty=total_value - loss_value,
-                                  accuracy=batch_correct / len(y), lr=optimizer_.param_groups[0]["lr"]))
-                ended = (on_period is not None and at_multiple(done, period_epochs, batches_per_epoch)
-                         and on_period(done, done / batches_per_epoch))
-                if ended or at_multiple(done, eval_every, batches_per_epoch) or done == budget:
-                    self.evaluation(phase, done / batches_per_epoch,
-                                    float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1))
-                if ended:
-                    return True
-            if scheduler is not None:
-                scheduler.step()
+        s.model.train()
+        with data_parallel(s.model, world, s.device) as model:
+            for epoch in range(n_epochs):
+                seed = seed_for(s.recipe.seed, self.index, phase_id, epoch)
+                torch.manual_seed(seed)
+                loss_sum = torch.zeros((), device=s.device)  # this rank's, over the epoch so far
+                correct = torch.zeros((), device=s.device, dtype=torch.long)
+                seen = 0  # examples of every rank
+                batches = s.data.train_batches(seed)
+                for i, (x, y) in enumerate(batches):
+                    if done >= budget:
+                        break
+                    if log.stopping():
+                        log.flush()
+                        return False
+                    if s.pending_lr is not None:
+                        for group in optimizer_.param_groups:
+                            group["lr"] = s.pending_lr
+                        s.pending_lr = None
+                    global_n = batches.plan.global_sizes[i]
+                    x, y = s.inputs(x, y)
+                    with s.autocast():
+                        out = model(x)
+                    # world 1: the batch's mean; else this rank's share of the global batch's mean, which DDP's
+                    # gradient averaging turns into the mean over the global batch (shards may differ by one)
+                    loss = (nn.functional.cross_entropy(out.float(), y) if world.size == 1 else
+                            nn.functional.cross_entropy(out.float(), y, reduction="sum") * (world.size / global_n))
+                    extra = penalty() if penalty is not None else None
+                    total = loss + extra if extra is not None else loss
+                    batch_correct = (out.argmax(1) == y).sum()
+                    log.add(epoch + 1, done + 1, self.step + 1, loss, total, batch_correct, global_n)
+                    if len(log.pending) >= s.log_every:
+                        log.flush()  # before the step: at log_every 1 a NaN never reaches the weights
+                    optimizer_.zero_grad(set_to_none=True)
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer_)
+                    scaler.update()
+                    if after_step is not None:
+                        after_step()
+                    loss_sum += loss.detach() * (global_n / world.size)
+                    correct += batch_correct
+                    seen += global_n
+                    done += 1
+                    self.step += 1
+                    periodic = on_period is not None and at_multiple(done, period_epochs, batches_per_epoch)
+                    evaluate = at_multiple(done, eval_every, batches_per_epoch) or done == budget
+                    if periodic or evaluate:
+                        log.flush()
+                    ended = periodic and on_period(done, done / batches_per_epoch)
+                    if ended or evaluate:
+                        train_loss, train_correct = world.sum(torch.stack([loss_sum, correct.float()])).tolist()
+                        self.evaluation(phase, done / batches_per_epoch, train_loss / max(seen, 1),
+                                        train_correct / max(seen, 1))
+                    if ended:
+                        return True
+                log.flush()
+                if scheduler is not None:
+                    scheduler.step()
         return True
 
     def evaluation(self, phase: str, epoch: float, train_loss: float | None, train_accuracy: float | None):

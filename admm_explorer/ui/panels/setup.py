@@ -75,6 +75,14 @@ class SetupPanel(Panel):
                                 "dataset registry entry (mnist-sample ships with the package: no download)")
         self.device = labelled(w.Dropdown(options=devices(), value=device_choice(r["device"])), "Device",
                                "auto picks cuda, then mps, then cpu")
+        self.precision = labelled(w.Dropdown(options=[("fp32", "fp32"), ("bf16 (autocast)", "bf16"),
+                                                      ("fp16 (autocast, grad scaler)", "fp16")],
+                                             value=r.get("precision", "fp32")), "Precision",
+                                  "the training forward's precision; weights, the ADMM penalty, Z, U and the "
+                                  "residuals stay float32")
+        self.channels_last = labelled(w.Checkbox(value=r.get("channels_last", False), indent=True),
+                                      "Channels last", "NHWC memory format for conv weights and inputs (faster "
+                                                       "on GPUs with tensor cores)")
         self.start = labelled(w.ToggleButtons(options=STARTS, value="random", style={"button_width": "7.5em"}),
                               "Start", "random: fresh initialisation; checkpoint: load the file below; pretrain now: "
                                        "fresh initialisation, then Pretrain runs at once")
@@ -103,17 +111,18 @@ class SetupPanel(Panel):
         self.start.observe(self.action(lambda _: self.redraw()), "value")
         self.status = w.HTML()
         self.session = ""  # model, data, device and test set of the session, as HTML
-        self.body.children = [self.model, self.dataset, self.device, self.start, self.checkpoint, self.seed,
-                              self.batch_size, self.test_root, self.validation, self.data_root, self.b_apply,
-                              self.status]
-        self.locked = [self.model, self.dataset, self.device, self.start, self.seed, self.batch_size, self.test_root,
-                       self.validation, self.data_root, self.b_apply]
+        self.body.children = [self.model, self.dataset, self.device, self.precision, self.channels_last, self.start,
+                              self.checkpoint, self.seed, self.batch_size, self.test_root, self.validation,
+                              self.data_root, self.b_apply, self.status]
+        self.locked = [self.model, self.dataset, self.device, self.precision, self.channels_last, self.start,
+                       self.seed, self.batch_size, self.test_root, self.validation, self.data_root, self.b_apply]
 
     def recipe(self):
         start = self.start.value
         if start == "checkpoint" and not self.checkpoint.value.strip():
             raise ValueError("Start is checkpoint: give the checkpoint's path")
         data = {"model": self.model.value, "dataset": self.dataset.value, "device": self.device.value,
+                "precision": self.precision.value, "channels_last": self.channels_last.value,
                 "seed": self.seed.value, "batch_size": self.batch_size.value, "validation": self.validation.value,
                 "start": str(resolve(self.checkpoint.value.strip())) if start == "checkpoint" else None,
                 "test_root": str(resolve(self.test_root.value.strip())) if self.test_root.value.strip() else None,

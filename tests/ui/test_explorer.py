@@ -179,6 +179,19 @@ def test_presets_move_the_total_live(explorer):
     assert t.compression == pytest.approx(weights / (100 + 2500 + 3600 + 350))
 
 
+def test_precision_and_memory_format_from_setup_reach_the_session(explorer):
+    explorer.setup.precision.value = "bf16"
+    explorer.setup.channels_last.value = True
+    explorer.setup.b_apply.click()
+    recipe = explorer.controller.session.recipe
+    assert (recipe.precision, recipe.channels_last) == ("bf16", True)
+    explorer.setup.precision.value = "fp32"
+    explorer.setup.channels_last.value = False
+    explorer.setup.b_apply.click()
+    recipe = explorer.controller.session.recipe
+    assert (recipe.precision, recipe.channels_last) == ("fp32", False)
+
+
 def test_exports_reproduce_the_session(explorer, finish, tmp_path):
     import torch
     import yaml

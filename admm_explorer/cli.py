@@ -68,7 +68,8 @@ def cmd_run(args) -> int:
     from .errors import StageFailed, WriteFailed
     from .parallel import world
 
-    main_rank = world().main
+    launch = world()
+    main_rank = launch.main
 
     if args.resume is None and args.recipe is None:
         print("error: give a RECIPE (with --out DIR) or --resume DIR", file=sys.stderr)
@@ -77,7 +78,9 @@ def cmd_run(args) -> int:
 
     def on_sigint(signum, frame):
         session = holder.get("session")
-        if session is None or session.stop_requested:
+        # under torchrun the agent signals every worker again and kills them soon after: no stop between
+        # batches to wait for there (the run resumes from its last finished stage)
+        if session is None or session.stop_requested or launch.size > 1:
             raise KeyboardInterrupt
         print("\nstopping after this batch (Ctrl-C again to abort) ...", file=sys.stderr)
         session.stop()
@@ -100,6 +103,7 @@ def cmd_run(args) -> int:
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
+        launch.close()
     out = args.resume or args.out
     if not main_rank:
         return EXIT_STOPPED if summary["status"] == "stopped" else 0

@@ -11,6 +11,7 @@ evaluations and the stop flag are summed over ranks; only rank 0 writes the run 
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,6 +35,20 @@ class World:
         if self.size > 1:
             torch.distributed.all_reduce(t)
         return t
+
+    def close(self) -> None:
+        """Leave the process group (at the end of a torchrun command; NCCL warns, or waits, otherwise)."""
+        if self.size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    @contextmanager
+    def rank_zero_first(self):
+        """Rank 0 runs the block before the others (a download, a cache it fills); they follow after it."""
+        if self.size > 1 and not self.main:
+            torch.distributed.barrier()
+        yield
+        if self.size > 1 and self.main:
+            torch.distributed.barrier()
 
     def share(self, obj):
         """Rank 0's obj on every rank (any picklable object)."""
@@ -59,28 +74,44 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def cross_rank_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+def cross_rank_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, world: World) -> Tensor:
     """BatchNorm in training mode over the global batch of every rank: what one process gives on the whole
-    batch, as torch's SyncBatchNorm (CUDA only) does. One all-reduce of the per-channel (sum, sum of squares,
-    count) forward, and of their gradients backward (torch.distributed.nn keeps it differentiable).
-    Statistics in float32 whatever the autocast dtype. x: (N, C, ...)."""
-    from torch.distributed.nn.functional import all_reduce
+    batch. On CUDA this is torch's SyncBatchNorm function. On the CPU, where that has no kernel, the same
+    scheme in plain ops: each rank's count, mean and variance per channel (two passes over its shard), one
+    all-gather of them, and the global mean and variance combined from the gathered values (Chan et al.'s
+    parallel variance: no sum of squares that cancels when the mean is large beside the spread);
+    torch.distributed.nn's all_gather is differentiable, so the gradient sees the global statistics too.
+    In float32 whatever the autocast dtype. x: (N, C, ...)."""
+    factor = bn.momentum
+    if bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative average, as BatchNorm
+            factor = 1.0 / bn.num_batches_tracked.item()
+    running = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
+    if x.is_cuda:
+        from torch.nn.modules._functions import SyncBatchNorm
+
+        return SyncBatchNorm.apply(x, bn.weight, bn.bias, *running, bn.eps, factor or 0.0,
+                                   torch.distributed.group.WORLD, world.size)
+    from torch.distributed.nn.functional import all_gather
 
     dims = [0, *range(2, x.dim())]
     channels = x.shape[1]
+    shape = (1, channels, *[1] * (x.dim() - 2))
     x32 = x.float()
-    count = torch.full((1,), x.numel() / channels, device=x.device)
-    stats = all_reduce(torch.cat([x32.sum(dims), x32.square().sum(dims), count]))
-    n = stats[-1]
-    mean = stats[:channels] / n
-    var = (stats[channels:2 * channels] / n - mean.square()).clamp_min(0)  # biased, as BN normalises
+    local_mean = x32.mean(dims)
+    local_var = (x32 - local_mean.view(shape)).square().mean(dims)
+    count = torch.full((channels,), x.numel() / channels, device=x.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated in torch 2.14, still the autograd one
+        counts, means, variances = torch.stack(all_gather(torch.stack([count, local_mean, local_var]))).unbind(1)
+    n = counts.sum(0)  # (C,), every entry the global count
+    mean = (counts * means).sum(0) / n
+    var = (counts * (variances + (means - mean).square())).sum(0) / n  # biased, as BN normalises
     if bn.track_running_stats:
         with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = (1 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
-            bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), momentum)
-            bn.running_var.lerp_((var.detach() * n / (n - 1)).to(bn.running_var.dtype), momentum)
-    shape = (1, channels, *[1] * (x.dim() - 2))
+            bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), factor)
+            bn.running_var.lerp_((var.detach() * n / (n - 1)).to(bn.running_var.dtype), factor)
     y = (x32 - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
@@ -103,7 +134,7 @@ def data_parallel(model: nn.Module, world: World, device: torch.device):
         train_forward = type(bn).forward
 
         def forward(x, bn=bn, train_forward=train_forward):
-            return cross_rank_batch_norm(bn, x) if bn.training else train_forward(bn, x)
+            return cross_rank_batch_norm(bn, x, world) if bn.training else train_forward(bn, x)
 
         bn.forward = forward
     try:

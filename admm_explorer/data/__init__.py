@@ -78,16 +78,26 @@ def holdout(n: int, validation: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class BatchPlan:
-    """One epoch's batches as index tensors: the n examples in a seeded order (torch.randperm with a generator
-    seeded by `seed`; None: in order) cut into global batches of batch_size, a shorter last one included.
-    Each global batch is split into `world` contiguous shards (sizes differ by at most one) and this rank
-    takes shard `rank`, so N processes together see exactly the batches one process sees. (torch's
-    DistributedSampler instead pads the epoch with repeated examples, or drops its tail.) With world > 1 a
-    last global batch smaller than world is dropped: a rank would get no example.
-    global_sizes[i]: examples in global batch i, over all ranks."""
+    """One epoch's batches as index tensors.
+
+    Training (a seed): the n examples in a seeded order (torch.randperm with a generator seeded by `seed`)
+    cut into global batches of batch_size, a shorter last one included. Each global batch is split into
+    `world` contiguous shards (sizes differ by at most one) and this rank takes shard `rank`, so N processes
+    together train on exactly the batches one process does. (torch's DistributedSampler instead pads the
+    epoch with repeated examples, or drops its tail.) With world > 1 a last global batch smaller than world
+    is dropped: a rank would get no example. global_sizes[i]: examples in global batch i, over all ranks.
+
+    Evaluation (seed None): in order; each rank reads its own contiguous part of the examples (parts differ
+    by at most one), in batches of batch_size, so every example is evaluated once; the ranks' sums are added
+    up afterwards (Session.evaluate). global_sizes: this rank's batch sizes."""
 
     def __init__(self, n: int, batch_size: int, seed: int | None, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        if seed is None:
+            self.part = torch.arange(n).tensor_split(world)[rank]
+            size = len(self.part)
+            self.global_sizes = [min(batch_size, size - start) for start in range(0, size, batch_size)]
+            return
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
         self.global_sizes = [s for s in sizes if s >= world]
 
@@ -98,9 +108,12 @@ class BatchPlan:
         return torch.Generator().manual_seed(self.seed)
 
     def order(self, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.arange(self.n) if generator is None else torch.randperm(self.n, generator=generator)
+        return self.part if generator is None else torch.randperm(self.n, generator=generator)
 
     def shards(self, order: torch.Tensor):
+        if self.seed is None:
+            yield from order.split(self.batch_size) if len(order) else ()
+            return
         for i, size in enumerate(self.global_sizes):
             batch = order[i * self.batch_size:i * self.batch_size + size]
             yield batch if self.world == 1 else batch.tensor_split(self.world)[self.rank]
@@ -188,15 +201,16 @@ def seed_for(*parts: int) -> int:
 
 class LoaderBatches:
     """One torch DataLoader over a map-style dataset for the whole session: worker processes started once and
-    kept (persistent_workers), pinned memory for a CUDA device. train_batches(seed) gives one epoch in the
-    BatchPlan order of that seed (None: in order)."""
+    kept (persistent_workers; not for an evaluation set, whose workers would sit idle between evaluations
+    beside the training ones), pinned memory for a CUDA device. epoch(seed) gives one epoch in the BatchPlan
+    order of that seed (None: in order)."""
 
-    def __init__(self, dataset, batch_size: int, spec: DataSpec, workers: int):
+    def __init__(self, dataset, batch_size: int, spec: DataSpec, workers: int, persistent: bool = True):
         self.plan = lambda seed: BatchPlan(len(dataset), batch_size, seed, spec.rank, spec.world)
         self.sampler = PlanSampler(self.plan(None))
         self.loader = torch.utils.data.DataLoader(
             SeededSamples(dataset), batch_sampler=self.sampler, num_workers=workers,
-            pin_memory=spec.device.startswith("cuda"), persistent_workers=workers > 0,
+            pin_memory=spec.device.startswith("cuda"), persistent_workers=persistent and workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator().manual_seed(0))  # its workers' base seed, not drawn from torch's RNG
 

@@ -30,8 +30,8 @@ def bundle(name, spec: DataSpec, train, test, shape, classes, description, worke
         train, val = Subset(train, kept.tolist()), Subset(plain, held.tolist())
     workers = spec.loader_workers(workers)
     train_loader = LoaderBatches(train, spec.batch_size, spec, workers)
-    test_loader = LoaderBatches(test, spec.test_batch_size, spec, workers)
-    val_loader = None if val is None else LoaderBatches(val, spec.test_batch_size, spec, workers)
+    test_loader = LoaderBatches(test, spec.test_batch_size, spec, workers, persistent=False)
+    val_loader = None if val is None else LoaderBatches(val, spec.test_batch_size, spec, workers, persistent=False)
     return DataBundle(
         name=name, input_shape=shape, num_classes=classes, n_train=len(train), n_test=len(test),
         test_description=description, train_batches=train_loader.epoch,

@@ -42,6 +42,9 @@ class StageStarted(Event):
 
 @dataclass(frozen=True)
 class BatchEnded(Event):
+    """Emitted when the engine reads the batch's figures from the device: every log_every batches, several
+    at once (on the CPU every batch, before that batch's optimiser step)."""
+
     kind: ClassVar[str] = "batch_ended"
     stage: int
     phase: str  # "train", "admm", "retrain", "admm 2/3" ...

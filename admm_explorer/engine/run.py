@@ -223,9 +223,9 @@ def run_recipe(recipe: Recipe | dict | str | Path | None, out: Path | None = Non
 
     try:
         return _lead(recipe, out, resume, subscribers, on_session, world, hand_on)
-    except RecipeError as e:
+    except BaseException as e:
         if world.size > 1 and not handed:  # the other ranks wait for the recipe: end them with the error
-            world.share({"error": str(e)})
+            world.share({"error": str(e) or type(e).__name__})
         raise
 
 

@@ -152,17 +152,22 @@ class Session:
         self.world = world
         self.spec = get_model_spec(recipe.model)
         self.device = resolve_device(recipe.device, world)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        if self.device.index is not None and self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL and the default stream of this process's GPU
+        if world.size > 1 and min(recipe.batch_size, recipe.test_batch_size) < world.size:
+            raise RecipeError(f"batch_size = {recipe.batch_size}, test_batch_size = {recipe.test_batch_size}: each "
+                              f"of the {world.size} processes needs at least one example of a batch; give at "
+                              f"least {world.size}")
         # per-batch figures are read from the device every log_every batches (a read waits for the device)
         self.log_every = recipe.log_every or (1 if self.device.type == "cpu" else 25)
-        self.data: DataBundle = load_data(data_spec(recipe, self.device, world), self.spec.input_shape,
-                                          self.spec.num_classes)
+        with world.rank_zero_first():  # a download (download: true, pretrained: true) happens once
+            self.data: DataBundle = load_data(data_spec(recipe, self.device, world), self.spec.input_shape,
+                                              self.spec.num_classes)
+            torch.manual_seed(recipe.seed)
+            self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
         if self.data.num_classes != self.spec.num_classes:
             raise RecipeError(f"model {recipe.model!r} has {self.spec.num_classes} outputs but the data has "
                               f"{self.data.num_classes} classes")
-        torch.manual_seed(recipe.seed)
-        self.model: nn.Module = build_model(recipe.model, pretrained=recipe.pretrained).to(self.device)
         self.dense_weights = sum(m.weight.numel() for m in prunable_layers(self.model).values())
         self.dense_params = sum(p.numel() for p in self.model.parameters())
         self.masks: dict[str, torch.Tensor] = {}  # hard masks in force: pruned weights stay exactly zero
@@ -209,6 +214,13 @@ class Session:
     @property
     def stop_requested(self) -> bool:
         return self._stop.is_set()
+
+    def stopped(self) -> bool:
+        """Whether a stop was asked for during the stage: on this process, or under torchrun on any (all ranks
+        then agree, even when the request reached one of them after the last batch)."""
+        if self.world.size == 1:
+            return self.stop_requested
+        return bool(self.world.sum(torch.tensor([float(self.stop_requested)], device=self.device)).item())
 
     def set_rho(self, rho: float) -> None:
         """Change rho of every ADMM layer at the next Z/U round (U is rescaled with it)."""
@@ -300,9 +312,11 @@ class Session:
             corrects.append((out.argmax(1) == y).sum())
             n += len(y)
         model.train(was_training)
-        world = self.world
-        loss_sum = sum(world.sum(torch.stack(loss_sums)).tolist())
-        correct, n = world.sum(torch.stack([torch.stack(corrects).sum(), torch.tensor(n, device=self.device)])).tolist()
+        loss_sum = sum(torch.stack(loss_sums).tolist()) if loss_sums else 0.0
+        correct = int(torch.stack(corrects).sum()) if corrects else 0
+        if self.world.size > 1:  # each rank read its own part of the set (BatchPlan): add them up
+            loss_sum, correct, n = self.world.sum(
+                torch.tensor([loss_sum, correct, n], dtype=torch.float64, device=self.device)).tolist()
         return loss_sum / n, correct / n
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,7 +363,7 @@ class Session:
                 entry.run(self, spec, ctx)
                 seconds = time.perf_counter() - start
                 _, accuracy = self.evaluate()
-                status = "stopped" if self.stop_requested else "finished"
+                status = "stopped" if self.stopped() else "finished"
                 if status == "finished":
                     self.judge(index, spec, accuracy, entry.epochs(spec))
             except BaseException:
@@ -503,6 +517,9 @@ class StageContext:
         self.session, self.index, self.spec, self.total_batches = session, index, spec, total_batches
         self.step = 0  # batches done in this stage, across phases
         self.phase_count = 0
+        # fp16: one loss scale for the stage, so a phase (a retrain share, a progressive step) does not start
+        # again at 65,536 and skip its first steps; disabled (a no-op) otherwise
+        self.scaler = torch.amp.GradScaler(session.device.type, enabled=session.recipe.precision == "fp16")
 
     def train(self, phase: str, epochs: float, optimizer: OptimizerSpec, *,
               penalty: Callable[[], torch.Tensor] | None = None,
@@ -527,7 +544,7 @@ class StageContext:
         if s.recipe.channels_last:
             s.model.to(memory_format=torch.channels_last)  # the Parameters stay the same objects
         optimizer_ = make_optimizer(optimizer, s.model.parameters())
-        scaler = torch.amp.GradScaler(s.device.type, enabled=s.recipe.precision == "fp16")
+        scaler = self.scaler
         n_epochs = math.ceil(epochs)
         scheduler = make_scheduler(optimizer, optimizer_, n_epochs)
         batches_per_epoch = len(s.data.train_batches(0))

@@ -124,3 +124,12 @@ def test_loader_augmentation_depends_on_seed_and_example_not_on_workers_or_ranks
     state = torch.get_rng_state()
     epoch(0)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (1000, 4), (2, 3)])
+def test_evaluation_plans_read_every_example_once_over_the_ranks(n, world):
+    parts = [torch.cat(list(BatchPlan(n, 4, None, r, world)) or [torch.zeros(0, dtype=torch.long)])
+             for r in range(world)]
+    assert torch.cat(parts).tolist() == list(range(n))  # in order, nothing dropped or repeated
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert all(len(b) <= 4 for r in range(world) for b in BatchPlan(n, 4, None, r, world))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 from .registry import did_you_mean
@@ -37,6 +37,13 @@ class StageSpec(Strict):
     kind: str
     eval_every: float = Field(1.0, gt=0)  # epochs between test-set evaluations
 
+    def chooses(self) -> bool:
+        """Whether the stage chooses between alternatives by accuracy (on the validation set, when there is one)."""
+        return False
+
+
+DEFAULT_VALIDATION_SHARE = 0.1  # of the training set, held out when a stage chooses and the recipe names none
+
 
 class Recipe(Strict):
     model: str = "lenet5"
@@ -47,8 +54,10 @@ class Recipe(Strict):
     download: bool = False
     batch_size: int = Field(64, ge=1)
     test_batch_size: int = Field(1000, ge=1)
-    # training examples held out (a fixed draw) to choose purify's tau on; 0: purify chooses on the test set
-    validation: int = Field(0, ge=0)
+    # training examples held out (a fixed draw) for the stages that choose (purify's tau and its retrain): a count,
+    # or a share of the training set in (0, 1); None: DEFAULT_VALIDATION_SHARE when a stage chooses, else 0;
+    # 0 with a choosing stage: it chooses on the test set (and says so)
+    validation: int | float | None = None
     fake_size: int = Field(1000, ge=1)
     fake_shape: tuple[int, int, int] | None = None
     fake_classes: int | None = Field(None, ge=2)
@@ -71,6 +80,20 @@ class Recipe(Strict):
         if not isinstance(stages, list):
             raise ValueError("must be a list of stages, each with a kind")
         return [parse_stage(s, f"stages[{i}]") for i, s in enumerate(stages)]
+
+    @field_validator("validation")
+    @classmethod
+    def _validation(cls, v: int | float | None) -> int | float | None:
+        if v is not None and (isinstance(v, bool) or (v < 0 if isinstance(v, int) else not 0 < v < 1)):
+            raise ValueError("give a count of training examples to hold out (0, 1, 2, ...) or a share of the "
+                             "training set strictly between 0 and 1")
+        return v
+
+    @model_validator(mode="after")
+    def _default_validation(self) -> "Recipe":
+        if self.validation is None:  # set directly: an assignment would validate the whole model again
+            self.__dict__["validation"] = DEFAULT_VALIDATION_SHARE if any(s.chooses() for s in self.stages) else 0
+        return self
 
     @field_validator("data_root", "test_root", "start")
     @classmethod

@@ -25,7 +25,8 @@ class DataSpec:
     download: bool = False
     batch_size: int = 64  # of the global batch: under torchrun each rank gets its shard (BatchPlan)
     test_batch_size: int = 1000
-    validation: int = 0  # training examples held out as the validation set (a fixed draw, see holdout)
+    # training examples held out as the validation set (a fixed draw, see holdout): a count, or a share in (0, 1)
+    validation: int | float = 0
     # FakeData only: sample count and shape; None = the model's input shape / class count
     fake_size: int = 1000
     fake_shape: tuple[int, int, int] | None = None
@@ -61,20 +62,28 @@ class DataBundle:
 SPLIT_SEED = 20180411  # fixed: which examples are held out never depends on the recipe's seed
 
 
-def check_holdout(n: int, validation: int) -> None:
-    if validation >= n:
+def validation_count(n: int, validation: int | float) -> int:
+    """Examples held out of n training examples: `validation` itself (a count), or round(share * n), at least 1
+    (a share in (0, 1))."""
+    return validation if isinstance(validation, int) else max(1, round(validation * n))
+
+
+def check_holdout(n: int, validation: int | float) -> None:
+    if validation_count(n, validation) >= n:
         raise RecipeError(f"validation = {validation}: the training set has only {n} examples; hold out fewer")
 
 
-def holdout(n: int, validation: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, validation) indices of n training examples: `validation` of them drawn by a fixed seed.
+def holdout(n: int, validation: int | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of n training examples: validation_count(n, validation) of them drawn by a
+    fixed seed.
 
     The same n and count always hold out the same examples: a run that starts from another run's
     checkpoint, both with the same `validation`, validates on examples that checkpoint never trained on.
     """
     check_holdout(n, validation)
+    count = validation_count(n, validation)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    return order[validation:].sort().values, order[:validation].sort().values
+    return order[count:].sort().values, order[:count].sort().values
 
 
 class BatchPlan:
@@ -249,7 +258,7 @@ def tensor_bundle(name: str, spec: DataSpec, train: tuple, test: tuple, shape, c
         n_train=len(y_train), n_test=len(y_test), test_description=test_description,
         train_batches=lambda seed: batches(x_train, y_train, spec.batch_size, seed, augment),
         test_batches=lambda: batches(x_test, y_test, spec.test_batch_size, None),
-        n_validation=spec.validation,
+        n_validation=0 if y_val is None else len(y_val),
         validation_batches=None if y_val is None
         else (lambda: batches(x_val, y_val, spec.test_batch_size, None)))
 

@@ -35,7 +35,7 @@ def bundle(name, spec: DataSpec, train, test, shape, classes, description, worke
     return DataBundle(
         name=name, input_shape=shape, num_classes=classes, n_train=len(train), n_test=len(test),
         test_description=description, train_batches=train_loader.epoch,
-        test_batches=lambda: test_loader.epoch(None), n_validation=spec.validation,
+        test_batches=lambda: test_loader.epoch(None), n_validation=0 if val is None else len(val),
         validation_batches=None if val_loader is None else (lambda: val_loader.epoch(None)))
 
 

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from admm_explorer.engine import PurifyDone, Session, run_recipe
 from admm_explorer.prm import load_shrunk
@@ -22,6 +23,10 @@ def test_structured_admm_then_purify(tmp_path):
         {"kind": "purify", "retrain_epochs": 0.1, "latency": False, "taus": [0.1, 0.5]}]}
     summary = run_recipe(recipe, out=tmp_path / "run", subscribers=(events.append,))
     done = next(e for e in events if isinstance(e, PurifyDone))
+    # no validation in the recipe: a tenth of the training digits is held out for purify's choices, and the
+    # resolved recipe says so; the test set only reports
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["validation"] == 0.1
+    assert done.selected_on == "validation" and "validation_accuracy" in done.before
     # the filters ADMM removed are gone physically: conv1 keeps 10 of 20 filters at most, conv2 20 of 50
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "stage3-purify.pt", weights_only=True)
     assert ckpt["arch"]["channels"]["conv1"][1] <= 10 and ckpt["arch"]["channels"]["conv2"][1] <= 20
@@ -98,6 +103,29 @@ def test_purify_chooses_tau_on_the_validation_set_and_reports_the_test_set():
     if done.tau:  # no retrain: the shrunk network is the swept candidate
         assert done.after["validation_accuracy"] == next(s["accuracy"] for s in done.sweep if s["tau"] == done.tau)
     assert session.model is not masked_model
+
+
+@pytest.mark.parametrize("validation, held", [(None, 400), (0.25, 1000), (300, 300), (0, 0)])
+def test_a_recipe_that_chooses_holds_out_a_share_by_default(validation, held):
+    """With a purify stage and no validation a 0.1 share of the training set is held out (400 of the 4,000
+    sample digits that train when 1,000 test, the same draw as validation = 400); a share or a count is held out as given; an explicit 0
+    keeps every digit for training (purify then chooses on the test set and says so). Without a choosing stage
+    nothing is held out by default."""
+    stages = [{"kind": "magnitude", "targets": {"*": 0.5}, "epochs": 0.1}, {"kind": "purify"}]
+    recipe = parse_recipe({"device": "cpu", "stages": stages, **({} if validation is None else
+                                                                 {"validation": validation})})
+    assert recipe.validation == (0.1 if validation is None else validation)
+    session = Session(recipe)
+    assert (session.data.n_validation, session.data.n_train) == (held, 4000 - held)
+    if held == 400:  # a share holds out the same digits as the count it comes to
+        by_count = Session(parse_recipe({"device": "cpu", "validation": 400}))
+        x, y = next(iter(session.data.validation_batches()))
+        x2, y2 = next(iter(by_count.data.validation_batches()))
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert parse_recipe({"stages": stages[:1]}).validation == 0
+    for bad in (-1, 1.0, 1.5):
+        with pytest.raises(RecipeError, match=rf"validation = {bad}: give a count .* or a share"):
+            parse_recipe({"validation": bad})
 
 
 def test_evaluating_on_a_validation_set_that_was_not_held_out_is_refused():

@@ -25,6 +25,9 @@ class PurifySpec(StageSpec):
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=1e-4))
     latency: bool = True  # measure CPU latency before/after (batch 1 and 64)
 
+    def chooses(self) -> bool:
+        return True
+
     @field_validator("taus")
     @classmethod
     def _taus(cls, taus: list[float]) -> list[float]:

@@ -20,7 +20,7 @@ from ..models import prunable_layers
 from .masks import hard_prune
 from .projections import apply_support, global_keep_counts, support
 from .schedules import RhoSpec
-from .state import LayerADMM, LayerReweighted, Residuals
+from .state import LayerADMM, LayerJoint, LayerReweighted, Residuals, layer_state
 from .targets import TargetLike, resolve_targets
 
 HIST_EDGES = 61  # bin edges of histograms(): 60 bins symmetric around 0
@@ -54,12 +54,12 @@ class ADMM:
             raise ValueError(f"masks given for layers without a target: {sorted(set(masks) - set(self.targets))}")
         modules = prunable_layers(model)
         self._modules = {name: modules[name] for name in self.targets}
-        self.layers: dict[str, LayerADMM] = {}
+        self.layers: dict[str, LayerADMM | LayerJoint] = {}
         self._edges: dict[str, Tensor] = {}  # (HIST_EDGES,) float64 on the CPU: +-max|W| at the start, only widened
         for name, target in self.targets.items():
             w = self._modules[name].weight.detach()
             if method == "admm":
-                self.layers[name] = LayerADMM(w, target, rho, masks.get(name))
+                self.layers[name] = layer_state(w, target, rho, masks.get(name))
             else:
                 self.layers[name] = LayerReweighted(w, target, rho, lam, eps, masks.get(name))
             self._edges[name] = _symmetric_edges(float(w.abs().max()) or 1.0)
@@ -80,7 +80,7 @@ class ADMM:
                 raise FloatingPointError(_diverged(name, "its weights W", layer.rho))
             rho = layer.rho
             res = layer.update(w)
-            if not (math.isfinite(res.primal) and math.isfinite(res.dual) and bool(torch.isfinite(layer.z).all())):
+            if not (math.isfinite(res.primal) and math.isfinite(res.dual) and layer.finite()):
                 raise FloatingPointError(_diverged(name, "Z or the residuals", rho))
             out[name] = res
         return out

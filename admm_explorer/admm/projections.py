@@ -25,8 +25,8 @@ def keep_count(n: int, sparsity: float) -> int:
 
 
 def filter_column_split(sparsity: float) -> float:
-    """Sparsity of each of the column and filter steps of "filter+column": both keep sqrt(1 - sparsity)
-    of their rows/columns, so the layer keeps (about) 1 - sparsity of its weights."""
+    """The filter and the column rate of a "filter+column" target given by its sparsity alone: both keep
+    sqrt(1 - sparsity) of their rows/columns, so the layer keeps (about) 1 - sparsity of its weights."""
     return 1 - math.sqrt(1 - sparsity)
 
 
@@ -272,17 +272,20 @@ def support(v: Tensor, target: LayerTarget, mask: Optional[Tensor] = None) -> Te
     Exactly the kept count of the target's structure (inside `mask`, if given); all True (or `mask`)
     without sparsity. A kept entry stays in the support even where its value is 0.0 (a zero weight,
     or a weight quantized to level 0), so the support never depends on values landing on zero.
-    "filter+column": the columns then the filters, each at filter_column_split(sparsity), the filter
-    norms taken after the column step (the authors' two-step order; the exact joint projection is not
-    separable).
+    "filter+column": the rows of the filter selection and the columns of the column selection, each on v
+    (combine "admm": the support of the two sets' projections together, what the hard prune of P-RM's
+    ADMM keeps); combine "sequential": the columns, then the filters with their norms taken on those columns
+    only (the authors' two-step order). Neither is the Euclidean projection onto "few rows and few
+    columns", which does not separate by group.
     """
     if target.sparsity is None:
         return torch.ones_like(v, dtype=torch.bool) if mask is None else mask.clone()
     if target.structure != "filter+column":
         return _MASKS[target.structure](v, target.sparsity, mask)
-    s = filter_column_split(target.sparsity)
-    cols = column_mask(v, s, mask)
-    return filter_mask(v, s, cols)
+    cols = column_mask(v, target.column, mask)
+    if target.combine == "sequential":
+        return filter_mask(v, target.filter, cols)
+    return filter_mask(v, target.filter, mask) & cols
 
 
 def apply_support(v: Tensor, keep: Tensor, bits: Optional[int] = None) -> Tensor:

@@ -1,10 +1,11 @@
-"""ADMM variables of one pruned layer: Z, the scaled dual U, rho (docs/algorithms.md sections 1, 3 and 5).
+"""ADMM variables of one pruned layer: Z, the scaled dual U, rho (docs/algorithms.md sections 1, 3, 4 and 5).
 
 W itself stays the module's Parameter; these objects only read it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -95,21 +96,28 @@ class LayerADMM:
             self._c, self._c_for = self.z - self.u, (self.z, self.u)
         return _HalfSquaredDistance.apply(w, self._c, self.rho)
 
-    def update(self, w: Tensor) -> Residuals:
-        """One Z-step, U-step and rho schedule step; returns this round's residuals."""
+    def round(self, w: Tensor) -> tuple[float, float, float]:
+        """Z-step and U-step at the current rho (no schedule step): (||W - Z||^2, ||Z - Z_prev||^2, ||U||^2)."""
         w = w.detach()
         self._follow(w)
-        z_prev, kept_prev, rho = self.z, self.kept, self.rho
+        z_prev = self.z
         self.z, self.kept = self.z_step(w + self.u)
         self.u = self.u + w - self.z
-        primal = float(torch.linalg.vector_norm(w - self.z))
-        dual = rho * float(torch.linalg.vector_norm(self.z - z_prev))
-        w_norm = float(torch.linalg.vector_norm(w))
-        rho_u_norm = rho * float(torch.linalg.vector_norm(self.u))
+        return tuple(float(torch.linalg.vector_norm(t)) ** 2 for t in (w - self.z, self.z - z_prev, self.u))
+
+    def update(self, w: Tensor) -> Residuals:
+        """One Z-step, U-step and rho schedule step; returns this round's residuals."""
+        kept_prev, rho = self.kept, self.rho
+        primal2, dz2, u2 = self.round(w)
+        primal, dual = math.sqrt(primal2), rho * math.sqrt(dz2)
         n_kept = int(torch.count_nonzero(self.kept))
         flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
         self.set_rho(next_rho(self.spec, rho, primal, dual))
-        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w), w_norm, rho_u_norm)
+        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w),
+                         float(torch.linalg.vector_norm(w)), rho * math.sqrt(u2))
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.z).all())
 
     def set_rho(self, rho: float) -> None:
         """Switch to a new rho; U is divided by new/old so that rho * U (the unscaled dual) is unchanged."""
@@ -141,6 +149,82 @@ class LayerADMM:
                 t = getattr(self, name)
                 if t is not None:
                     setattr(self, name, t.to(w.device))
+
+
+class LayerJoint:
+    """ADMM for a target that is the intersection of several constraint sets (P-RM's filter + column pruning):
+    one Z_i and one scaled dual U_i per set S_i, one rho, the penalties summed (docs/algorithms.md section 4).
+
+    Boyd et al.'s ADMM with the stacked constraint [W; W] = [Z_1; Z_2], Z_i in S_i: the Z-step separates into
+    the exact projection onto each set, Z_i = Proj_Si(W + U_i), and U_i += W - Z_i. Residuals are those of the
+    stacked constraint (primal^2 = sum ||W - Z_i||^2, dual^2 = rho^2 sum ||Z_i - Z_i'||^2, ||W|| counted once
+    per set); `kept` is the intersection of the sets' supports, what a hard prune would keep.
+    Same interface as LayerADMM; each set's state is a LayerADMM in `parts`.
+    """
+
+    def __init__(self, w: Tensor, target: LayerTarget, rho: RhoSpec | float, mask: Optional[Tensor] = None):
+        self.target = target
+        self.parts = [LayerADMM(w, part, rho, mask) for part in target.constraint_sets()]
+        self.spec, self.rho, self.mask = self.parts[0].spec, self.parts[0].rho, self.parts[0].mask
+        self.kept = self._intersection()
+
+    def _intersection(self) -> Tensor:
+        kept = self.parts[0].kept
+        for part in self.parts[1:]:
+            kept = kept & part.kept
+        return kept
+
+    @property
+    def z(self) -> Tensor:
+        """Z_1 on the kept intersection, 0 elsewhere: the point of the target set the Z's agree on."""
+        return apply_support(self.parts[0].z, self.kept)
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(part.z).all()) for part in self.parts)
+
+    def penalty(self, w: Tensor) -> Tensor:
+        """sum_i rho/2 * ||W - Z_i + U_i||_F^2 (gradient rho * sum_i (W - Z_i + U_i))."""
+        return sum(part.penalty(w) for part in self.parts)
+
+    def update(self, w: Tensor) -> Residuals:
+        """One Z-step and U-step per set, then one rho schedule step on the stacked residuals."""
+        w = w.detach()
+        kept_prev, rho = self.kept, self.rho
+        rounds = [part.round(w) for part in self.parts]  # (primal^2, dz^2, u^2) each
+        primal, dual = math.sqrt(sum(r[0] for r in rounds)), rho * math.sqrt(sum(r[1] for r in rounds))
+        self.kept = self._intersection()
+        n_kept = int(torch.count_nonzero(self.kept))
+        flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
+        self.set_rho(next_rho(self.spec, rho, primal, dual))
+        w_norm = math.sqrt(len(self.parts)) * float(torch.linalg.vector_norm(w))
+        rho_u_norm = rho * math.sqrt(sum(r[2] for r in rounds))
+        return Residuals(primal, dual, self.rho, flips, 1 - n_kept / w.numel(), _zero_fraction(w), w_norm,
+                         rho_u_norm)
+
+    def set_rho(self, rho: float) -> None:
+        for part in self.parts:
+            part.set_rho(rho)
+        self.rho = self.parts[0].rho
+
+    def state_dict(self) -> dict:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"parts"} or len(state["parts"]) != len(self.parts):
+            raise ValueError(f"layer state has keys {sorted(state)}, expected one state per constraint set "
+                             f"({len(self.parts)})")
+        for part, part_state in zip(self.parts, state["parts"]):
+            part.load_state_dict(part_state)
+        self.rho = self.parts[0].rho
+        self.kept = self._intersection()
+
+
+def layer_state(w: Tensor, target: LayerTarget, rho: RhoSpec | float, mask: Optional[Tensor] = None
+                ) -> LayerADMM | LayerJoint:
+    """The ADMM state of one layer: LayerJoint when its target is several constraint sets, else LayerADMM."""
+    if len(target.constraint_sets()) > 1:
+        return LayerJoint(w, target, rho, mask)
+    return LayerADMM(w, target, rho, mask)
 
 
 class LayerReweighted(LayerADMM):

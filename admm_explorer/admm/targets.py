@@ -17,8 +17,12 @@ Structure = Literal["unstructured", "filter", "column", "filter+column"]
 class LayerTarget(BaseModel):
     """The constraint set S_i of one layer: a sparsity (in the given structure), a bit width, or both.
 
-    `sparsity` is always the fraction of the layer's weights that end up zero, whatever the structure
-    (for "filter+column" it is split between the two steps, see projections.filter_column_split).
+    `sparsity` is always the fraction of the layer's weights that end up zero, whatever the structure.
+    "filter+column" has a rate of its own for each: `filter` (the share of GEMM rows removed) and `column`
+    (the share of columns removed); its sparsity is then 1 - (1 - filter)(1 - column), and a sparsity given
+    alone splits evenly (filter_column_split). `combine` says how ADMM meets the two constraints: "admm" (as
+    P-RM does) keeps one Z and one U per constraint set, the penalties summed; "sequential" keeps one Z whose
+    Z-step takes the best columns, then the best filters among them (not the Euclidean projection onto both).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -28,6 +32,44 @@ class LayerTarget(BaseModel):
     bits: int | None = None
     # filter pruning of a layer whose rows are the network's outputs removes classes: only when asked for
     prune_outputs: bool = False
+    filter: float | None = None  # "filter+column" only: share of the GEMM rows removed
+    column: float | None = None  # "filter+column" only: share of the GEMM columns removed
+    combine: Literal["admm", "sequential"] = "admm"  # "filter+column" only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filter_column_rates(cls, data):
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        rates = [k for k in ("filter", "column") if data.get(k) is not None]
+        if rates and "structure" not in data:
+            data["structure"] = "filter+column"  # {filter: 0.5, column: 0.7} says what it is
+        if data.get("structure") != "filter+column":
+            if rates:
+                raise ValueError(f"{' and '.join(rates)} rates are for structure 'filter+column' only; with "
+                                 f"structure {data.get('structure', 'unstructured')!r} give a sparsity")
+            if data.get("combine", "admm") != "admm":
+                raise ValueError("combine is for structure 'filter+column' only")
+            return data
+        if len(rates) == 1:
+            raise ValueError(f"filter+column needs both rates: give filter and column (or a sparsity alone, "
+                             f"split evenly), not {rates[0]} alone")
+        for k in rates:
+            r = data[k]
+            if not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < 1):
+                raise ValueError(f"{k}={r!r} is not allowed: a {k} rate is the share of the layer's {k}s removed, "
+                                 f"0 <= {k} < 1")
+        s = data.get("sparsity")
+        if rates:
+            implied = 1 - (1 - data["filter"]) * (1 - data["column"])
+            if s is not None and abs(s - implied) > 1e-9:
+                raise ValueError(f"sparsity={s!r} does not match filter={data['filter']!r} and column="
+                                 f"{data['column']!r} (they give {implied:.6g}): give the rates or the sparsity")
+            data["sparsity"] = implied
+        elif isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < 1:
+            data["filter"] = data["column"] = filter_column_split(s)
+        return data
 
     @field_validator("sparsity")
     @classmethod
@@ -53,7 +95,30 @@ class LayerTarget(BaseModel):
         if self.structure != "unstructured" and self.sparsity is None:
             raise ValueError(f"structure={self.structure!r} needs a sparsity; "
                              "a target with bits only must use structure='unstructured'")
+        if self.structure == "filter+column" and self.combine == "admm" and self.bits is not None:
+            raise ValueError("bits with filter+column ADMM (one Z per constraint set) are not supported: quantize "
+                             "in a later stage, or use combine: sequential (one Z)")
         return self
+
+    def constraint_sets(self) -> tuple[LayerTarget, ...]:
+        """The sets ADMM keeps a Z and a U for: the filter set and the column set of "filter+column" with
+        combine "admm" (their intersection is the target), else the target itself."""
+        if self.structure != "filter+column" or self.combine != "admm":
+            return (self,)
+        return (LayerTarget(sparsity=self.filter, structure="filter", prune_outputs=self.prune_outputs),
+                LayerTarget(sparsity=self.column, structure="column"))
+
+    def at_sparsity(self, sparsity: float) -> LayerTarget:
+        """This target at another total sparsity (a progressive step): "filter+column" keeps the ratio of its
+        rates' logs, so both keep fractions shrink by the same power (keep^share)."""
+        if self.structure != "filter+column":
+            return self.model_copy(update={"sparsity": sparsity})
+        if not self.sparsity:
+            return LayerTarget(sparsity=sparsity, structure=self.structure, combine=self.combine,
+                               prune_outputs=self.prune_outputs, bits=self.bits)
+        share = math.log1p(-sparsity) / math.log1p(-self.sparsity)
+        return LayerTarget(filter=1 - (1 - self.filter) ** share, column=1 - (1 - self.column) ** share,
+                           combine=self.combine, prune_outputs=self.prune_outputs, bits=self.bits)
 
 
 TargetLike = Union[LayerTarget, Mapping[str, object], float]
@@ -116,8 +181,7 @@ def kept_weights(shape: tuple[int, ...], target: LayerTarget) -> int:
         return keep_count(rows, s) * cols
     if target.structure == "column":
         return rows * keep_count(cols, s)
-    s_step = filter_column_split(s)
-    return keep_count(rows, s_step) * keep_count(cols, s_step)
+    return keep_count(rows, target.filter) * keep_count(cols, target.column)
 
 
 def compression(model: nn.Module, targets: Mapping[str, TargetLike]) -> float:

@@ -380,11 +380,11 @@ def test_support_is_the_nonzero_pattern_of_project_for_nonzero_inputs():
         assert torch.equal(support(v, target), project(v, target) != 0), structure
 
 
-def test_filter_plus_column_is_column_then_filter_at_the_split_sparsity():
+def test_sequential_filter_plus_column_is_column_then_filter_at_the_split_sparsity():
     v = torch.randn(10, 4, 3, 3, generator=torch.Generator().manual_seed(16))
     s = filter_column_split(0.75)
     assert (1 - s) ** 2 == pytest.approx(0.25)
-    z = project(v, LayerTarget(sparsity=0.75, structure="filter+column"))
+    z = project(v, LayerTarget(sparsity=0.75, structure="filter+column", combine="sequential"))
     assert torch.equal(z, filters(columns(v, s), s))
     assert int((z != 0).sum()) == keep_count(10, s) * keep_count(36, s)
 

@@ -166,3 +166,42 @@ def test_admm_stops_at_the_first_round_whose_residuals_are_within_stop(pretraine
     assert len(rounds["loose"]) < 8 == len(rounds["tight"]) and not any(e.converged for e in rounds["tight"])
     with pytest.raises(RecipeError, match="stop.primal"):
         parse_recipe({"stages": [{"kind": "admm", "targets": PAPER, "stop": {"primal": 0}}]})
+
+
+def test_filter_column_admm_keeps_each_rate_and_progressive_steps_both(pretrained):
+    """P-RM's combined ADMM from a recipe: one Z/U pair per constraint set; the retrain keeps exactly the
+    filter rate's rows and the column rate's columns. A progressive step shrinks both keep fractions by the
+    same power."""
+    targets = {"conv2": {"filter": 0.5, "column": 0.7}, "fc1": {"filter": 0.6, "column": 0.9}}
+    rows = {"conv2": (50, 500), "fc1": (500, 800)}  # GEMM view: filters x columns
+
+    def kept_rows_cols(session, name):
+        w = session.prunable()[name].weight.detach().reshape(rows[name][0], -1) != 0
+        return int(w.any(1).sum()), int(w.any(0).sum()), int(w.sum())
+
+    session = session_from(pretrained)
+    events = []
+    session.subscribe(events.append)
+    stage(session, {"kind": "admm", "epochs": 0.5, "update_every": 0.25, "targets": targets})
+    rounds = [e for e in events if isinstance(e, AdmmRound)]
+    for name, t in targets.items():
+        r, c = keep_count(rows[name][0], t["filter"]), keep_count(rows[name][1], t["column"])
+        assert sum(rounds[-1].layers[name]["kept_counts"]) == r * c  # the two Z's supports intersected
+        assert rounds[-1].layers[name]["sparsity"] == pytest.approx(1 - r * c / math.prod(rows[name]))
+    stage(session, {"kind": "retrain", "epochs": 0.25})
+    for name, t in targets.items():
+        r, c = keep_count(rows[name][0], t["filter"]), keep_count(rows[name][1], t["column"])
+        assert kept_rows_cols(session, name) == (r, c, r * c)
+
+    session = session_from(pretrained)
+    after_first = {}
+    session.subscribe(lambda e: after_first.setdefault("conv2", kept_rows_cols(session, "conv2"))
+                      if isinstance(e, EvaluationDone) and e.phase == "retrain 1/2" else None)
+    stage(session, {"kind": "progressive", "targets": targets, "steps": 2, "admm_epochs": 0.25,
+                    "retrain_epochs": 0.125, "update_every": 0.125, "eval_every": 0.125})
+    for name, t in targets.items():
+        r, c = keep_count(rows[name][0], t["filter"]), keep_count(rows[name][1], t["column"])
+        assert kept_rows_cols(session, name) == (r, c, r * c)
+    # step 1 of 2 keeps sqrt of each keep fraction: filters sqrt(0.5) of 50, columns sqrt(0.3) of 500
+    r, c = keep_count(50, 1 - math.sqrt(0.5)), keep_count(500, 1 - math.sqrt(0.3))
+    assert after_first["conv2"] == (r, c, r * c) == (35, 274, 35 * 274)

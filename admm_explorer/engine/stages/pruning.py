@@ -268,9 +268,8 @@ def step_targets(final: dict[str, LayerTarget], sparsity: dict[str, float], last
     """The final targets with this step's sparsities. Bits only in the last step: weights snapped onto
     levels earlier would tie in magnitude, and the next step's prune would then pick by index."""
     if last:
-        return {name: t.model_copy(update={"sparsity": sparsity[name]}) if name in sparsity else t
-                for name, t in final.items()}
-    return {name: LayerTarget(sparsity=s, structure=final[name].structure) for name, s in sparsity.items()}
+        return {name: t.at_sparsity(sparsity[name]) if name in sparsity else t for name, t in final.items()}
+    return {name: final[name].model_copy(update={"bits": None}).at_sparsity(s) for name, s in sparsity.items()}
 
 
 def geometric_plans(final: dict[str, LayerTarget], steps: int) -> list[dict[str, float]]:

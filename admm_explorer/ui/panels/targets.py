@@ -42,7 +42,9 @@ class Row:
         self.structure = w.Dropdown(options=STRUCTURES, value="unstructured", description=f"{name} structure",
                                     style={"description_width": "0"}, layout=CELL,
                                     tooltip="what is removed: single weights, whole filters (GEMM rows), columns, "
-                                            "or both")
+                                            "or both (filter+column: filters and columns each keep "
+                                            "sqrt(1 - sparsity), one Z and U per set as in P-RM; separate "
+                                            "rates from a recipe)")
         self.bits = w.Dropdown(options=BITS, value=0, description=f"{name} bits", style={"description_width": "0"},
                                layout=CELL,
                                tooltip="quantize the kept weights to this many bits (float: no quantization)")

@@ -19,12 +19,12 @@ import functools
 import hashlib
 import json
 import shutil
-import statistics
 from pathlib import Path
 
 import torch
 
 import admm_explorer
+from results_io import accuracy_stats, compare
 from admm_explorer.engine import run_recipe
 from admm_explorer.engine.session import resolve_device
 from admm_explorer.recipe import parse_recipe
@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "bench-lenet5"
 MNIST_TEST = HERE.parent.parent / "shared" / "data" / "mnist"
+N_TEST = 10_000  # the real MNIST test set
 PAPER = {"conv1": 0.80, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}  # 71.2x
 RHO = {"init": 1e-3, "schedule": "geometric", "factor": 1.2, "max": 0.1}
 ADAM = {"name": "adam", "lr": 1e-3}
@@ -158,35 +159,46 @@ def cmd_seeds(seeds: list[int]) -> None:
         rows["dense"].append(acc)
         for m in methods:
             rows[m].append(pruned(m, 71.2, seed, start)["accuracy"])
-    save("lenet5_71x_seeds.json", {"seeds": seeds, "accuracy": rows})
+    stats = {m: accuracy_stats(accs, N_TEST) for m, accs in rows.items()}
+    calls = {m: compare(stats["admm"], stats[m]) for m in ["dense", "magnitude", "magnitude-3"]}
+    save("lenet5_71x_seeds.json", {"seeds": seeds, "n_test": N_TEST, "accuracy": rows, "stats": stats,
+                                   "admm_vs": calls})
     print(f"LeNet-5 at paper 1's rates (71.2x), real MNIST test set, seeds {seeds}")
-    print(f"{'method':14s} {'mean':>8s} {'spread':>8s}  per seed")
-    for m, accs in rows.items():
-        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"{m:14s} {statistics.mean(accs):8.2%} {spread:8.2%}  {' '.join(f'{a:.2%}' for a in accs)}")
-    loss = [d - a for d, a in zip(rows["dense"], rows["admm"])]
-    print(f"ADMM loss vs its dense start: mean {statistics.mean(loss) * 100:.2f} points (target <= 0.30)")
+    print(f"{'method':14s} {'mean':>8s} {'std':>8s} {'SE':>6s}  per seed")
+    for m, st in stats.items():
+        print(f"{m:14s} {st['mean']:8.2%} {st['std']:8.2%} {st['binomial_se']:6.2%}  "
+              + " ".join(f"{a:.2%}" for a in rows[m]))
+    for m, c in calls.items():
+        print(f"ADMM - {m}: {c['difference'] * 100:+.2f} points, noise {c['noise'] * 100:.2f}: "
+              f"{'tie' if c['call'] == 'tie' else ('ADMM higher' if c['call'] == 'a' else m + ' higher')}")
 
 
-def cmd_sweep(seed: int, levels: list[float], methods: list[str]) -> None:
-    """Runs (or reads the cached runs of) every method at every level, merged into lenet5_sweep.json."""
-    start, dense_acc = dense(seed)
-    path = RESULTS / "lenet5_sweep.json"
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    points = saved.get("points", {}) if saved.get("seed") == seed else {}
+def cmd_sweep(seeds: list[int], levels: list[float], methods: list[str]) -> None:
+    """Runs (or reads the cached runs of) every method at every level for every seed, into lenet5_sweep.json:
+    per method and level each seed's accuracy and compression, their mean and std, the binomial SE, and the
+    comparison with ADMM (a tie unless the means differ by more than twice the noise)."""
+    dense_accs = [dense(seed)[1] for seed in seeds]
+    points = {}
     for m in methods:
         for c in levels:
-            s = pruned(m, c, seed, start)
-            rest = [p for p in points.get(m, []) if abs(p["target"] - c) > 1e-9]
-            points[m] = sorted(rest + [{"target": c, "compression": s["compression"], "accuracy": s["accuracy"]}],
-                               key=lambda p: p["target"])
-    save("lenet5_sweep.json", {"seed": seed, "dense": dense_acc, "points": points})
-    print(f"dense {dense_acc:.2%}; highest compression within 0.5 points of it (seed {seed}):")
+            runs = [pruned(m, c, seed, dense(seed)[0]) for seed in seeds]
+            points.setdefault(m, []).append({"target": c, "compression": [r["compression"] for r in runs],
+                                             "accuracy": accuracy_stats([r["accuracy"] for r in runs], N_TEST)})
     for m, pts in points.items():
-        ok = [p for p in pts if dense_acc - p["accuracy"] <= 0.005]
-        best = max(ok, key=lambda p: p["compression"]) if ok else None
-        line = " ".join(f"{p['compression']:.0f}x:{p['accuracy']:.2%}" for p in pts)
-        print(f"  {m:12s} {('%.1fx' % best['compression']) if best else 'none':>8s}   [{line}]")
+        for p in pts:
+            admm = next((q for q in points.get("admm", []) if q["target"] == p["target"]), None)
+            if m != "admm" and admm is not None:
+                p["vs_admm"] = compare(p["accuracy"], admm["accuracy"])
+    dense_stats = accuracy_stats(dense_accs, N_TEST)
+    save("lenet5_sweep.json", {"seeds": seeds, "n_test": N_TEST, "dense": dense_stats, "points": points})
+    print(f"dense {dense_stats['mean']:.2%} (std {dense_stats['std']:.2%}, seeds {seeds}); binomial SE "
+          f"{dense_stats['binomial_se']:.2%}")
+    for m, pts in points.items():
+        line = " ".join(f"{p['target']:g}x: {p['accuracy']['mean']:.2%} (std {p['accuracy']['std']:.2%})"
+                        + (f" vs ADMM {p['vs_admm']['difference'] * 100:+.2f} pts, "
+                           f"{'tie' if p['vs_admm']['call'] == 'tie' else 'not a tie'}" if "vs_admm" in p else "")
+                        for p in pts)
+        print(f"  {m:12s} {line}")
 
 
 def cmd_plot() -> None:
@@ -222,15 +234,15 @@ def main() -> None:
     p = sub.add_parser("seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p = sub.add_parser("sweep")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--levels", type=float, nargs="+", default=[71.2, 200, 250, 300])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--levels", type=float, nargs="+", default=[200])
     p.add_argument("--methods", nargs="+", default=["reweighted", "admm", "progressive", "magnitude"])
     sub.add_parser("plot")
     args = parser.parse_args()
     if args.cmd == "seeds":
         cmd_seeds(args.seeds)
     elif args.cmd == "sweep":
-        cmd_sweep(args.seed, args.levels, args.methods)
+        cmd_sweep(args.seeds, args.levels, args.methods)
     else:
         cmd_plot()
 

@@ -1,6 +1,6 @@
 """LeNet-5 on mnist-sample (real MNIST test set): filter+column ADMM, then P-RM, at several rates.
 
-    python benchmarks/prm_lenet5.py [--seed 0] [--levels A B B2 B3 C D] [--validation 1000]
+    python benchmarks/prm_lenet5.py [--seeds 0 1 2] [--levels A B3 C] [--combine admm sequential] [--validation 1000]
 
 A dense start (20 epochs, Adam 1e-3 with cosine decay), then 30 structured ADMM epochs + 20 masked
 retrain (cosine decay), then purify from that checkpoint (tolerance 0.1 points, 2 retrain epochs at Adam 1e-4, kept only
@@ -11,6 +11,10 @@ Parameter compression = parameters of the dense network (weights and biases) / p
 physically shrunk one. Weight compression = prunable weights of the dense network / nonzero ones left,
 the papers' rate: column-pruned zeros inside the channels that stay count as removed (a compact GEMM
 drops those columns; our shrink removes whole channels only).
+`--combine`: how the filter+column layers meet their two constraints: "admm" (P-RM's ADMM, one Z and U per
+set) and/or "sequential" (one Z, the columns then the filters); `--sequential-levels` limits the second arm.
+Per level and arm: every seed's figures, their mean and std, the test set's binomial SE; the two arms compared
+(results_io.compare: a tie unless the means differ by more than twice the noise).
 Results: benchmarks/results/prm_lenet5.json (prm_lenet5_tau_on_test.json with --validation 0).
 Runs are cached under runs/bench-lenet5/ by lenet5_admm.cached (the key covers the whole protocol).
 """
@@ -18,7 +22,12 @@ from __future__ import annotations
 
 import argparse
 
+import statistics
+
 from lenet5_admm import ADAM, RHO, base, cached, dense, save
+from results_io import accuracy_stats, compare
+
+N_TEST = 10_000  # the real MNIST test set
 
 # the dense start and the masked retrain end on a cosine decay: at a constant 1e-3 the last epochs' test
 # accuracy swung by 1.8 points (94.9-96.7%) on 4,000 digits, so the reference "dense" and the levels'
@@ -44,11 +53,13 @@ LEVELS = {
 }
 
 
-def run(level: str, seed: int, validation: int) -> dict:
+def run(level: str, seed: int, validation: int, combine: str) -> dict:
     """Structured ADMM + retrain (cached), then P-RM from its checkpoint in a run of its own (cached)."""
     start, _ = dense(seed, validation, ADAM_COSINE)
-    suffix = f"-s{seed}" + (f"-v{validation}" if validation else "") + "-cosine"
-    targets = {n: {"sparsity": s, "structure": st} for n, (s, st) in LEVELS[level].items()}
+    suffix = (f"-s{seed}" + (f"-v{validation}" if validation else "") + "-cosine"
+              + ("-sequential" if combine == "sequential" else ""))
+    targets = {n: {"sparsity": s, "structure": st, **({"combine": combine} if st == "filter+column" else {})}
+               for n, (s, st) in LEVELS[level].items()}
     structured, summary = cached(f"prm-{level}{suffix}", {**base(seed, validation), "start": str(start), "stages": [
         {"kind": "admm", "epochs": 30, "update_every": 1, "rho": RHO, "targets": targets, "optimizer": ADAM},
         {"kind": "retrain", "epochs": 20, "optimizer": ADAM_COSINE}]})
@@ -60,49 +71,78 @@ def run(level: str, seed: int, validation: int) -> dict:
                                                     if r["kind"] == "retrain")}
 
 
+def seed_row(s: dict, dense_acc: float) -> dict:
+    p = s["purify"]
+    before, after = p["before"], p["after"]
+    return {"accuracy": s["accuracy"], "structured": s["structured_accuracy"], "dense": dense_acc,
+            "retrain_kept": p["retrain_kept"], "selected_on": p["selected_on"],
+            "loss_points": (dense_acc - s["accuracy"]) * 100, "tau": p["tau"],
+            "params_before": before["params"], "params_after": after["params"],
+            "param_compression": before["params"] / after["params"],
+            # prunable weights of the dense network / nonzero ones left: the column-pruned zeros inside kept
+            # channels count as removed, as in the papers' rates
+            "weight_compression": s["compression"],
+            "macs_before": before["macs"], "macs_after": after["macs"],
+            "size_before": before["size_bytes"], "size_after": after["size_bytes"]}
+
+
+def arm_summary(rows: list[dict]) -> dict:
+    mean = {k: statistics.mean(r[k] for r in rows) for k in ("loss_points", "param_compression",
+                                                              "weight_compression", "params_after", "macs_after")}
+    return {"runs": rows, "accuracy": accuracy_stats([r["accuracy"] for r in rows], N_TEST),
+            "structured": accuracy_stats([r["structured"] for r in rows], N_TEST),
+            "loss_points": {"mean": mean["loss_points"],
+                            "std": statistics.stdev(r["loss_points"] for r in rows) if len(rows) > 1 else 0.0},
+            "mean": mean}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--levels", nargs="+", default=["A", "B3", "C"], choices=list(LEVELS))
+    parser.add_argument("--combine", nargs="+", default=["admm", "sequential"], choices=["admm", "sequential"])
+    parser.add_argument("--sequential-levels", nargs="+", default=["B3"], choices=list(LEVELS))
     parser.add_argument("--validation", type=int, default=1000,
                         help="digits held out to choose tau on (0: the test set)")
     args = parser.parse_args()
-    _, dense_acc = dense(args.seed, args.validation, ADAM_COSINE)
-    rows = {}
+    dense_accs = {seed: dense(seed, args.validation, ADAM_COSINE)[1] for seed in args.seeds}
+    levels = {}
     for level in args.levels:
-        s = run(level, args.seed, args.validation)
-        p = s["purify"]
-        before, after = p["before"], p["after"]
-        rows[level] = {"targets": LEVELS[level], "accuracy": s["accuracy"], "structured": s["structured_accuracy"],
-                       "retrain_kept": p["retrain_kept"], "selected_on": p["selected_on"],
-                       "loss_points": (dense_acc - s["accuracy"]) * 100, "tau": p["tau"],
-                       "params_before": before["params"], "params_after": after["params"],
-                       "param_compression": before["params"] / after["params"],
-                       # prunable weights of the dense network / nonzero ones left: the column-pruned zeros
-                       # inside kept channels count as removed, as in the papers' rates
-                       "weight_compression": s["compression"],
-                       "macs_before": before["macs"], "macs_after": after["macs"],
-                       "size_before": before["size_bytes"], "size_after": after["size_bytes"],
-                       "latency_ms_b64": (before.get("latency_ms_b64"), after.get("latency_ms_b64"))}
+        arms = {}
+        for combine in args.combine:
+            if combine == "sequential" and level not in args.sequential_levels:
+                continue
+            arms[combine] = arm_summary([seed_row(run(level, seed, args.validation, combine), dense_accs[seed])
+                                         for seed in args.seeds])
+        levels[level] = {"targets": LEVELS[level], "arms": arms}
+        if {"admm", "sequential"} <= set(arms):
+            levels[level]["admm_vs_sequential"] = compare(arms["admm"]["accuracy"], arms["sequential"]["accuracy"])
+    dense_stats = accuracy_stats(list(dense_accs.values()), N_TEST)
     save("prm_lenet5.json" if args.validation else "prm_lenet5_tau_on_test.json",
-         {"seed": args.seed, "validation": args.validation, "dense": dense_acc, "levels": rows})
+         {"seeds": args.seeds, "validation": args.validation, "n_test": N_TEST, "dense": dense_stats,
+          "levels": levels})
     chosen = (f"{args.validation} digits held out, tau chosen on them" if args.validation
               else "tau chosen on the test set")
-    print(f"LeNet-5, seed {args.seed}: dense {dense_acc:.2%}; filter+column ADMM + P-RM (shrunk network counted); "
-          f"{chosen}")
-    print(f"{'level':5s} {'masked':>7s} {'P-RM':>7s} {'loss':>6s} {'tau':>5s} {'params':>17s} {'x':>7s} "
-          f"{'weights x':>9s} {'MACs':>19s} {'batch-64 ms':>14s}")
-    for level, r in rows.items():
-        lat = r["latency_ms_b64"]
-        lat_s = f"{lat[0]:.2f}->{lat[1]:.2f}" if None not in lat else "-"
-        print(f"{level:5s} {r['structured']:7.2%} {r['accuracy']:7.2%} {r['loss_points']:6.2f} {r['tau']:5.2f} "
-              f"{r['params_before']:>8,}->{r['params_after']:<7,} {r['param_compression']:7.1f} "
-              f"{r['weight_compression']:9.1f} "
-              f"{r['macs_before']:>9,}->{r['macs_after']:<8,} {lat_s:>14s}")
+    print(f"LeNet-5, seeds {args.seeds}: dense {dense_stats['mean']:.2%} (std {dense_stats['std']:.2%}); "
+          f"filter+column ADMM + P-RM (shrunk network counted); {chosen}; binomial SE "
+          f"{dense_stats['binomial_se']:.2%}")
+    print(f"{'level':5s} {'combine':10s} {'masked':>7s} {'P-RM':>7s} {'std':>6s} {'loss':>6s} {'params x':>9s} "
+          f"{'weights x':>9s}  per seed")
+    for level, entry in levels.items():
+        for combine, arm in entry["arms"].items():
+            acc, m = arm["accuracy"], arm["mean"]
+            print(f"{level:5s} {combine:10s} {arm['structured']['mean']:7.2%} {acc['mean']:7.2%} {acc['std']:6.2%} "
+                  f"{m['loss_points']:6.2f} {m['param_compression']:9.1f} {m['weight_compression']:9.1f}  "
+                  + " ".join(f"{r['accuracy']:.2%}/tau {r['tau']:.2f}" for r in arm["runs"]))
+        if "admm_vs_sequential" in entry:
+            c = entry["admm_vs_sequential"]
+            print(f"      admm - sequential: {c['difference'] * 100:+.2f} points, noise {c['noise'] * 100:.2f}: "
+                  f"{'tie' if c['call'] == 'tie' else c['call'] + ' higher'}")
     for key, what in (("param_compression", "parameters of the shrunk network"),
                       ("weight_compression", "nonzero weights (column-pruned zeros count as removed)")):
-        ok = [(r[key], k) for k, r in rows.items() if r["loss_points"] <= 0.5]
-        print(f"highest compression within 0.5 points, {what}: "
+        ok = [(e["arms"]["admm"]["mean"][key], k) for k, e in levels.items()
+              if "admm" in e["arms"] and e["arms"]["admm"]["mean"]["loss_points"] <= 0.5]
+        print(f"highest mean compression within 0.5 points (combined ADMM), {what}: "
               f"{'%.1fx (level %s)' % max(ok) if ok else 'none'}")
     print("paper 3: 232x on full MNIST")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -107,6 +108,29 @@ def spread(values) -> dict:
     values = [float(v) for v in values]
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
             "values": values}
+
+
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error of an accuracy measured on n independent examples: sqrt(p (1 - p) / n)."""
+    return math.sqrt(accuracy * (1 - accuracy) / n)
+
+
+def accuracy_stats(values, n_test: int) -> dict:
+    """{values, mean, std (sample, over seeds), binomial_se (of one run's accuracy on the n_test examples)}."""
+    values = [float(v) for v in values]
+    mean = statistics.mean(values)
+    return {"values": values, "mean": mean, "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "binomial_se": binomial_se(mean, n_test)}
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Whether two accuracy_stats differ beyond the noise: the difference of their means against twice its
+    standard error, from the spread over seeds (std^2 / k each) and never below what one test set allows
+    (sqrt(2) binomial SEs). {"difference": a - b, "noise": 2 SE, "call": "a" | "b" | "tie"}."""
+    se = max(math.sqrt(a["std"] ** 2 / len(a["values"]) + b["std"] ** 2 / len(b["values"])),
+             math.sqrt(a["binomial_se"] ** 2 + b["binomial_se"] ** 2))
+    diff = a["mean"] - b["mean"]
+    return {"difference": diff, "noise": 2 * se, "call": "tie" if abs(diff) <= 2 * se else ("a" if diff > 0 else "b")}
 
 
 def write(script: str, protocol: dict, results: dict, env: dict | None = None, name: str | None = None) -> Path:

@@ -34,7 +34,8 @@ class ADMM:
 
     rho: a RhoSpec, or a bare initial rho for the default geometric schedule (x1.3 a round, cap 1.0).
     method "admm": hard-threshold ADMM (paper 1); "reweighted": our reconstruction of paper 4 with
-    lam and eps (starting points; tune lam together with rho, the threshold is lam * a / rho).
+    lam and eps (starting points; tune lam together with rho: a weight is kept when |W + U| (|W + U| + eps)
+    exceeds lam / rho).
     `masks` ({name: bool}): weights pruned by an earlier progressive step, kept at zero in Z.
     ADMM's tensors live on each weight's device (and follow it if the model moves).
     """

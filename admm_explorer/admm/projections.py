@@ -307,6 +307,16 @@ def project(v: Tensor, target: LayerTarget, mask: Optional[Tensor] = None) -> Te
     return apply_support(v, support(v, target, mask), target.bits)
 
 
+def reweighted_shrink(v: Tensor, lam_over_rho: float, eps: float) -> Tensor:
+    """The Z-step of reweighted ADMM: soft_threshold(v, lam_over_rho * a) with each entry's L1 weight
+    a = 1 / (|v| + eps) taken from v itself (docs/algorithms.md section 5).
+
+    Depends on v alone, not on the previous Z: an entry is nonzero exactly when |v| (|v| + eps) > lam / rho,
+    so a dropped weight whose |W + U| grows past that cut enters again. Continuous in v (0 at the cut).
+    """
+    return soft_threshold(v, lam_over_rho / (v.abs() + eps))
+
+
 def soft_threshold(v: Tensor, thresh: Tensor | float) -> Tensor:
     """sign(v) * max(|v| - thresh, 0), thresh a float or a tensor broadcastable to v (the prox of thresh*|.|_1)."""
     return v.sign() * (v.abs() - thresh).clamp_min(0)

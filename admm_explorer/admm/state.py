@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .projections import apply_support, soft_threshold, support
+from .projections import apply_support, reweighted_shrink, support
 from .schedules import RhoSpec, next_rho
 from .targets import LayerTarget
 
@@ -231,12 +231,12 @@ class LayerReweighted(LayerADMM):
     """Reweighted ADMM: our reconstruction of paper 4 (its formula is not public), reweighted L1
     after Candes, Wakin & Boyd 2008 inside ADMM (docs/algorithms.md section 5).
 
-    Z-step: Z = soft_threshold(W + U, lam * a / rho) per weight, then a = 1 / (|Z| + eps) (once per
-    round). Starts from a = 1 / (|W| + eps). The sparsity of Z emerges from lam; the target's sparsity
-    is met only by the final hard prune (support of W). Quantization targets are not supported.
+    Z-step: Z = reweighted_shrink(W + U, lam / rho, eps), each weight's L1 weight a = 1 / (|W + U| + eps)
+    taken from the point being projected, so a weight leaves Z when |W + U| falls below the cut
+    |v| (|v| + eps) = lam / rho and enters again when it rises above it. The sparsity of Z emerges from lam;
+    the target's sparsity is met only by the final hard prune (support of W). Quantization targets are not
+    supported.
     """
-
-    _tensors = LayerADMM._tensors + ("a",)
 
     def __init__(self, w: Tensor, target: LayerTarget, rho: RhoSpec | float, lam: float, eps: float,
                  mask: Optional[Tensor] = None):
@@ -245,12 +245,10 @@ class LayerReweighted(LayerADMM):
         if not (lam > 0 and eps > 0):
             raise ValueError(f"lam={lam!r}, eps={eps!r} are not allowed: both must be > 0")
         self.lam, self.eps = lam, eps
-        self.a = 1 / (w.detach().abs() + eps)
         super().__init__(w, target, rho, mask)
 
     def z_step(self, v: Tensor) -> tuple[Tensor, Tensor]:
         if self.mask is not None:
             v = torch.where(self.mask, v, 0.0)
-        z = soft_threshold(v, self.lam * self.a / self.rho)
-        self.a = 1 / (z.abs() + self.eps)
+        z = reweighted_shrink(v, self.lam / self.rho, self.eps)
         return z, z != 0

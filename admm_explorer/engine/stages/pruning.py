@@ -123,10 +123,10 @@ class ReweightedSpec(AdmmPhaseSpec):
     epochs: float = Field(30, gt=0)
     update_every: float = Field(1.0, gt=0)
     rho: RhoSpec = Field(default_factory=RhoSpec)
-    # the L1 weight: Z's threshold is lam * a_j / rho, so lam scales with rho (1e-6 at rho 1e-3 puts the
-    # threshold of a weight of |W| = 0.03, LeNet-5's fc1 scale, near that weight)
+    # the L1 weight: Z keeps a weight when |V| (|V| + eps) > lam / rho, V = W + U, so lam scales with rho
+    # (1e-6 at rho 1e-3 puts that cut near 0.03, LeNet-5's fc1 scale)
     lam: float = Field(1e-6, gt=0)
-    eps: float = Field(1e-3, gt=0)  # a_j = 1 / (|Z_j| + eps)
+    eps: float = Field(1e-3, gt=0)  # a_j = 1 / (|V_j| + eps)
     layers: list[str] = Field(default_factory=lambda: ["*"], min_length=1)  # "*": every prunable layer
     # all prunable weights / kept weights after the stage's final top-k; None: keep Z's support
     compression: float | None = Field(None, gt=1)

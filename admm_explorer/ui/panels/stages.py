@@ -75,8 +75,9 @@ class StagesPanel(Panel):
                                         "Magnitude: 1 = one-shot (prune the smallest weights to the Targets, then "
                                         "retrain); more: prune in this many steps on a geometric plan", FIELD)
         self.lam = labelled(w.FloatText(value=d["lam"], step=1e-6), "λ (reweighted)",
-                            "Reweighted: the L1 weight; Z's threshold is λ × a / ρ with a = 1 / (|Z| + 0.001), so "
-                            "scale λ with ρ (benchmarks/lenet5_admm.py: 1e-5 at a constant ρ of 0.01)", FIELD)
+                            "Reweighted: the L1 weight; Z keeps a weight when |W + U| (|W + U| + 0.001) > λ / ρ "
+                            "(and takes it back when it grows past that), so scale λ with ρ "
+                            "(benchmarks/lenet5_admm.py: 1e-5 at a constant ρ of 0.01)", FIELD)
         self.reweighted_rho = labelled(w.FloatText(value=d["reweighted_rho"], step=1e-3), "ρ (reweighted)",
                                        "Reweighted: its own constant ρ (a growing ρ would lower its threshold round "
                                        "by round); the ρ slider is ADMM's", FIELD)

@@ -85,12 +85,22 @@ def test_two_ranks_train_what_one_process_trains_on_the_global_batch(runs):
     """Same batches, gradients averaged over the shards, BatchNorm over the global batch: the runs agree
     within float tolerance (the reduction order differs; a weight at the prune threshold may flip)."""
     _, ddp, (rank0, _), one = runs
-    for stage in ("stage0-pretrain", "stage1-admm"):
-        a = torch.load(one / "checkpoints" / f"{stage}.pt", weights_only=True)["state_dict"]
-        b = torch.load(ddp / "checkpoints" / f"{stage}.pt", weights_only=True)["state_dict"]
-        for name in a:
-            if a[name].is_floating_point():
-                assert torch.allclose(a[name], b[name], rtol=1e-3, atol=2e-4), (stage, name)
+    load = lambda run, stage: torch.load(run / "checkpoints" / f"{stage}.pt", weights_only=True)["state_dict"]
+    a, b = load(one, "stage0-pretrain"), load(ddp, "stage0-pretrain")
+    for name in a:
+        if a[name].is_floating_point():
+            assert torch.allclose(a[name], b[name], rtol=1e-3, atol=2e-4), name
+    # after ADMM a weight whose W + U sits at a Z-step threshold may be kept by one run and not the other; the
+    # penalty then pulls it to a different Z: a few weights (at most 1 in 1000) drift further, by < 1e-3
+    a, b = load(one, "stage1-admm"), load(ddp, "stage1-admm")
+    drifted = total = 0
+    for name in a:
+        if a[name].is_floating_point():
+            error = (a[name] - b[name]).abs()
+            assert float(error.max()) < 1e-3, name
+            drifted += int((error > 2e-4 + 1e-3 * b[name].abs()).sum())
+            total += error.numel()
+    assert drifted <= 1e-3 * total, (drifted, total)
     final = torch.load(one / "model.pt", weights_only=True)
     masks = torch.load(one / "model_prune_form.pt", weights_only=True)
     flipped = total = 0

@@ -44,6 +44,10 @@ class Progress:
             self.bar = None
             tqdm.write(f"stage {event.stage} {event.stage_kind} {event.status}: test accuracy "
                        f"{event.accuracy:.2%}, compression {event.compression:.1f}x, {event.seconds:.1f} s")
+        elif event.kind == "candidates_ranked":
+            ranked = ", ".join(f"{c['candidate']} {c['accuracy']:.2%}{' kept' if c['kept'] else ''}"
+                               for c in event.ranked)
+            tqdm.write(f"progressive step {event.step}/{event.steps}, {event.selected_on} accuracy: {ranked}")
         elif event.kind == "purify_done":
             b, a = event.before, event.after
             tqdm.write(f"P-RM: params {b['params']:,} -> {a['params']:,}, MACs {b['macs']:,} -> {a['macs']:,}")

@@ -108,11 +108,18 @@ def sample_fingerprint() -> str:
     return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
 
 
+ADDED_FIELDS = {"progressive": {"candidates": 1}}
+
+
 def cache_key(recipe: dict) -> dict:
     """What a cached run depends on: the recipe with every default filled in (model, data settings, seed,
     stages with their rates, epochs, rho, optimisers), the contents of its data, its start checkpoint
     (named by its own run's key) and the code (admm_explorer and torch versions)."""
     resolved = parse_recipe(recipe).resolved()
+    for stage in resolved["stages"]:  # fields added later, at the value that runs as before: keys stay as they were
+        for field, value in ADDED_FIELDS.get(stage["kind"], {}).items():
+            if stage.get(field) == value:
+                del stage[field]
     data = {}
     if resolved["dataset"] == "mnist-sample":
         data["mnist-sample"] = sample_fingerprint()

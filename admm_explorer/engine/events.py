@@ -116,6 +116,19 @@ class PurifyDone(Event):
 
 
 @dataclass(frozen=True)
+class CandidatesRanked(Event):
+    """A progressive stage with candidates > 1 finished a step: every partial solution of that step, best
+    first, and which of them go on (the best `candidates`; after the last step the one the stage keeps)."""
+
+    kind: ClassVar[str] = "candidates_ranked"
+    stage: int
+    step: int  # 1-based
+    steps: int
+    selected_on: str  # "validation" | "test"
+    ranked: list  # [{"candidate": "2.1" (its run at each step so far), "accuracy": ..., "kept": bool}]
+
+
+@dataclass(frozen=True)
 class ModelShrunk(Event):
     """P-RM replaced the model by a physically smaller one: `layers` describes it as RunStarted does."""
 
@@ -155,5 +168,5 @@ def from_dict(record: dict) -> Event | None:
 
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
-    RunStarted, StageStarted, BatchEnded, EvaluationDone, AdmmRound, StageEnded, PurifyDone, ModelShrunk, RunFinished,
-    RunFailed)}
+    RunStarted, StageStarted, BatchEnded, EvaluationDone, AdmmRound, StageEnded, CandidatesRanked, PurifyDone,
+    ModelShrunk, RunFinished, RunFailed)}

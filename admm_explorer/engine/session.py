@@ -12,7 +12,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -140,6 +140,15 @@ class StageRecord:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+class Snapshot(NamedTuple):
+    model: nn.Module
+    state: dict[str, torch.Tensor]  # its state_dict, on the CPU
+    masks: dict[str, torch.Tensor]
+    targets: dict
+    arch: dict | None
+    quantized: set[str]
 
 
 class Session:
@@ -355,10 +364,8 @@ class Session:
             if not self.records and self.recipe.start is not None and self.start_accuracy is None:
                 self.start_accuracy = self.evaluate()[1]  # what judge() compares the first stage with
             start = time.perf_counter()
-            # a stage that fails, in any way, hands back the model, masks and targets it started from; the
-            # copy is in host memory, so a stage never needs twice the model's size on the GPU
-            saved = (self.model, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-                     dict(self.masks), dict(self.targets), self.arch, set(self.quantized))
+            # a stage that fails, in any way, hands back the model, masks and targets it started from
+            saved = self.snapshot()
             try:
                 entry.run(self, spec, ctx)
                 seconds = time.perf_counter() - start
@@ -367,8 +374,7 @@ class Session:
                 if status == "finished":
                     self.judge(index, spec, accuracy, entry.epochs(spec))
             except BaseException:
-                self.model, state, self.masks, self.targets, self.arch, self.quantized = saved
-                self.model.load_state_dict(state)
+                self.restore(saved)
                 raise
             path = None
             if checkpoint_dir is not None and status == "finished":
@@ -385,6 +391,18 @@ class Session:
         finally:
             self._lock.release()
 
+
+    def snapshot(self) -> Snapshot:
+        """What a stage may change, copied: the weights to host memory (a snapshot never needs the model's
+        size on the GPU), the masks, targets, architecture and quantized layers."""
+        return Snapshot(self.model, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+                        dict(self.masks), dict(self.targets), self.arch, set(self.quantized))
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.model = snapshot.model
+        self.model.load_state_dict(snapshot.state)
+        self.masks, self.targets = dict(snapshot.masks), dict(snapshot.targets)
+        self.arch, self.quantized = snapshot.arch, set(snapshot.quantized)
 
     def judge(self, index: int, spec: StageSpec, accuracy: float, epochs: float) -> None:
         """A stage that trained the network into uselessness fails (StageFailed) instead of passing as finished:

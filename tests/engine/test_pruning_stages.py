@@ -205,3 +205,73 @@ def test_filter_column_admm_keeps_each_rate_and_progressive_steps_both(pretraine
     # step 1 of 2 keeps sqrt of each keep fraction: filters sqrt(0.5) of 50, columns sqrt(0.3) of 500
     r, c = keep_count(50, 1 - math.sqrt(0.5)), keep_count(500, 1 - math.sqrt(0.3))
     assert after_first["conv2"] == (r, c, r * c) == (35, 274, 35 * 274)
+
+
+def test_progressive_candidates_keep_the_best_partial_solutions_by_validation_accuracy():
+    """candidates 2, 2 steps: 2 runs from the start, 2 from each of them; the ranking is by the held-out
+    digits' accuracy, each run descends from the run it names, and the stage ends on the best one's weights."""
+    from admm_explorer.engine.stages.dense import PretrainSpec
+
+    recipe = parse_recipe({"device": "cpu", "seed": 3, "validation": 400})
+    session = Session(recipe)
+    session.run_stage(PretrainSpec(epochs=1, eval_every=1))
+    events, finals, masks = [], {}, {}
+    session.subscribe(events.append)
+
+    def capture(e):  # the last evaluation of a retrain phase is at its end: that run's result
+        if isinstance(e, EvaluationDone) and e.phase.startswith("retrain"):
+            name = e.phase.rsplit("candidate ", 1)[1]
+            finals[name] = {k: v.clone() for k, v in session.model.state_dict().items()}
+            masks[name] = {k: v.clone() for k, v in session.masks.items()}
+    session.subscribe(capture)
+    spec = parse_recipe({"stages": [{"kind": "progressive", "targets": {"*": 0.9}, "steps": 2, "candidates": 2,
+                                     "admm_epochs": 0.125, "retrain_epochs": 0.125, "update_every": 0.0625,
+                                     "eval_every": 0.125}]}).stages[0]
+    assert spec.step_runs() == 2 + 4 and spec.chooses()
+    session.run_stage(spec)
+
+    ranked = [e for e in events if e.kind == "candidates_ranked"]
+    assert [(e.step, e.steps, e.selected_on) for e in ranked] == [(1, 2, "validation"), (2, 2, "validation")]
+    assert sorted(c["candidate"] for c in ranked[0].ranked) == ["1", "2"]
+    assert sorted(c["candidate"] for c in ranked[1].ranked) == ["1.1", "1.2", "2.1", "2.2"]
+    assert [c["kept"] for c in ranked[0].ranked] == [True, True]
+    assert [c["kept"] for c in ranked[1].ranked] == [True, False, False, False]
+    probe = Session(recipe)
+    for e in ranked:  # each reported accuracy is that run's weights on the held-out digits, best first
+        accuracies = [c["accuracy"] for c in e.ranked]
+        assert accuracies == sorted(accuracies, reverse=True)
+        for c in e.ranked:
+            probe.model.load_state_dict(finals[c["candidate"]])
+            assert probe.evaluate(split="validation")[1] == c["accuracy"]
+    for child in ("1.1", "1.2", "2.1", "2.2"):  # a run prunes on from its parent: nothing pruned comes back
+        parent = child.split(".")[0]
+        assert all(not bool((masks[child][k] & ~masks[parent][k]).any()) for k in SHAPES)
+    assert len({tuple(finals[c]["fc1.weight"].flatten()[:50].tolist()) for c in finals}) == 6  # own data orders
+    best = ranked[1].ranked[0]["candidate"]
+    assert all(torch.equal(session.model.state_dict()[k], finals[best][k]) for k in finals[best])
+    assert all(torch.equal(session.masks[k], masks[best][k]) for k in SHAPES)
+    assert session.evaluate(split="validation")[1] == ranked[1].ranked[0]["accuracy"]
+    assert {k: int(m.sum()) for k, m in session.masks.items()} == {k: keep_count(n, 0.9) for k, n in SHAPES.items()}
+    started = [e for e in events if e.kind == "stage_started"][-1]
+    per_phase = round(0.125 * len(session.data.train_batches(0)))
+    assert [e for e in events if e.kind == "batch_ended"][-1].step == 6 * 2 * per_phase  # 6 runs, 2 phases each
+    assert started.epochs == 6 * 0.25  # the stated cost, what progress and ETA count on
+
+
+@pytest.mark.parametrize("candidates, validation", [(1, 0), (3, 0.1)])
+def test_progressive_candidates_hold_out_a_validation_share_by_default(candidates, validation):
+    stages = [{"kind": "progressive", "targets": {"*": 0.9}, "candidates": candidates}]
+    assert parse_recipe({"stages": stages}).validation == validation
+    with pytest.raises(RecipeError, match="candidates"):
+        parse_recipe({"stages": [{**stages[0], "candidates": 0}]})
+
+
+def test_progressive_candidates_without_a_validation_set_choose_on_the_test_set_and_say_so(pretrained):
+    session = Session(parse_recipe({"device": "cpu", "seed": 3, "start": str(pretrained), "validation": 0}))
+    ranked = []
+    session.subscribe(lambda e: ranked.append(e) if e.kind == "candidates_ranked" else None)
+    stage(session, {"kind": "progressive", "targets": {"fc1": 0.9}, "steps": 1, "candidates": 2,
+                    "admm_epochs": 0.0625, "retrain_epochs": 0.0625, "update_every": 0.0625})
+    (only,) = ranked
+    assert only.selected_on == "test" and [c["kept"] for c in only.ranked] == [True, False]
+    assert session.evaluate()[1] == only.ranked[0]["accuracy"] >= only.ranked[1]["accuracy"]

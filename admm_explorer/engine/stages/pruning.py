@@ -10,7 +10,7 @@ from ...admm import ADMM, LayerTarget, RhoSpec, hard_prune, progressive_plan, re
 from ...admm.admm import global_budget
 from ...admm.projections import fit_scale, snap, top_mask
 from ...recipe import OptimizerSpec, StageSpec
-from ..events import AdmmRound
+from ..events import AdmmRound, CandidatesRanked
 from ..session import StageFailed
 from . import StageEntry, register
 
@@ -99,9 +99,21 @@ class ProgressiveSpec(QuantizedRetrainSpec, AdmmPhaseSpec):
     rho: RhoSpec = Field(default_factory=RhoSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     retrain_optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    # partial solutions kept at each step (paper 2's "dynamic programming"; ours: docs/algorithms.md 2): every
+    # kept one runs the step `candidates` times, each run with its own data order, and the best `candidates`
+    # by validation accuracy go on; after the last step the best one stays. 1: one chain
+    candidates: int = Field(1, ge=1, le=8)
 
     def step_count(self) -> int:
         return len(self.plan) if self.plan else self.steps
+
+    def step_runs(self) -> int:
+        """ADMM + retrain runs in all: k at the first step (from one start), k^2 at each later one."""
+        k = self.candidates
+        return k + (self.step_count() - 1) * k * k
+
+    def chooses(self) -> bool:
+        return self.candidates > 1
 
     def admm_epochs_per_phase(self) -> float:
         return self.admm_epochs
@@ -278,21 +290,49 @@ def geometric_plans(final: dict[str, LayerTarget], steps: int) -> list[dict[str,
     return [{name: plan[i] for name, plan in per_layer.items()} for i in range(steps)]
 
 
+def progressive_step(session, ctx, spec: ProgressiveSpec, targets: dict[str, LayerTarget], label: str) -> bool:
+    """One step: ADMM towards `targets` (z, u, rho afresh; earlier zeros stay zero through session.masks), hard
+    prune, masked retrain; False if stopped."""
+    if not admm_phase(session, ctx, f"admm {label}", targets, spec.admm_epochs, spec.update_every, spec.rho,
+                      spec.optimizer):
+        return False
+    session.targets = targets
+    levels = prune_to(session, targets)
+    return retrain_phase(session, ctx, f"retrain {label}", spec.retrain_epochs, spec.retrain_optimizer, levels,
+                         spec.freeze_shares)
+
+
 def run_progressive(session, spec: ProgressiveSpec, ctx) -> None:
     final = resolve_targets(session.model, spec.targets)
     plans = spec.plan or geometric_plans(final, spec.steps)
-    steps = len(plans)
+    steps, k = len(plans), spec.candidates
+    if k == 1:
+        for t, plan in enumerate(plans, 1):
+            if not progressive_step(session, ctx, spec, step_targets(final, plan, t == steps), f"{t}/{steps}"):
+                return
+        session.targets = final
+        return
+    # a beam of partial solutions: (snapshot, its run index at each step); candidates of one step share its
+    # targets, so their accuracies compare like with like. Each run trains its own phases, so its own data order
+    split = "test" if session.data.validation_batches is None else "validation"
+    beam = [(session.snapshot(), ())]
     for t, plan in enumerate(plans, 1):
         targets = step_targets(final, plan, t == steps)
-        # z, u, rho start afresh each step; zeros of earlier steps stay zero through session.masks
-        if not admm_phase(session, ctx, f"admm {t}/{steps}", targets, spec.admm_epochs, spec.update_every,
-                          spec.rho, spec.optimizer):
-            return
-        session.targets = targets
-        levels = prune_to(session, targets)
-        if not retrain_phase(session, ctx, f"retrain {t}/{steps}", spec.retrain_epochs, spec.retrain_optimizer,
-                             levels, spec.freeze_shares):
-            return
+        runs = []  # (accuracy, snapshot, path)
+        for parent, path in beam:
+            for j in range(1, k + 1):
+                session.restore(parent)
+                name = ".".join(map(str, (*path, j)))
+                if not progressive_step(session, ctx, spec, targets, f"{t}/{steps}, candidate {name}"):
+                    return
+                runs.append((session.evaluate(split=split)[1], session.snapshot(), (*path, j)))
+        runs.sort(key=lambda run: -run[0])  # stable: of equal accuracies the earlier run goes on
+        keep = k if t < steps else 1
+        beam = [(snapshot, path) for _, snapshot, path in runs[:keep]]
+        session.emit(CandidatesRanked(stage=ctx.index, step=t, steps=steps, selected_on=split, ranked=[
+            {"candidate": ".".join(map(str, path)), "accuracy": accuracy, "kept": i < keep}
+            for i, (accuracy, _, path) in enumerate(runs)]))
+    session.restore(beam[0][0])
     session.targets = final
 
 
@@ -350,7 +390,7 @@ register(StageEntry("admm", AdmmSpec, run_admm, epochs=lambda s: s.epochs, check
 register(StageEntry("retrain", RetrainSpec, run_retrain, epochs=lambda s: s.epochs, check=check_targets,
                     prunes=True))
 register(StageEntry("progressive", ProgressiveSpec, run_progressive,
-                    epochs=lambda s: s.step_count() * (s.admm_epochs + s.retrain_epochs), check=check_progressive,
+                    epochs=lambda s: s.step_runs() * (s.admm_epochs + s.retrain_epochs), check=check_progressive,
                     prunes=True))
 register(StageEntry("magnitude", MagnitudeSpec, run_magnitude, epochs=lambda s: s.epochs, check=check_targets,
                     prunes=True))

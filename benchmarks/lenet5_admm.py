@@ -184,11 +184,11 @@ def cmd_sweep(seeds: list[int], levels: list[float], methods: list[str]) -> None
     """Runs (or reads the cached runs of) every method at every level for every seed, into lenet5_sweep.json:
     per method and level each seed's accuracy and compression, their mean and std, the binomial SE, and the
     comparison with ADMM (a tie unless the means differ by more than twice the noise)."""
-    dense_accs = [dense(seed)[1] for seed in seeds]
+    starts = {seed: dense(seed) for seed in seeds}  # (checkpoint, accuracy)
     points = {}
     for m in methods:
         for c in levels:
-            runs = [pruned(m, c, seed, dense(seed)[0]) for seed in seeds]
+            runs = [pruned(m, c, seed, starts[seed][0]) for seed in seeds]
             points.setdefault(m, []).append({"target": c, "compression": [r["compression"] for r in runs],
                                              "accuracy": accuracy_stats([r["accuracy"] for r in runs], N_TEST)})
     for m, pts in points.items():
@@ -196,7 +196,7 @@ def cmd_sweep(seeds: list[int], levels: list[float], methods: list[str]) -> None
             admm = next((q for q in points.get("admm", []) if q["target"] == p["target"]), None)
             if m != "admm" and admm is not None:
                 p["vs_admm"] = compare(p["accuracy"], admm["accuracy"])
-    dense_stats = accuracy_stats(dense_accs, N_TEST)
+    dense_stats = accuracy_stats([starts[seed][1] for seed in seeds], N_TEST)
     save("lenet5_sweep.json", {"seeds": seeds, "n_test": N_TEST, "dense": dense_stats, "points": points})
     print(f"dense {dense_stats['mean']:.2%} (std {dense_stats['std']:.2%}, seeds {seeds}); binomial SE "
           f"{dense_stats['binomial_se']:.2%}")

@@ -45,6 +45,12 @@ def _zero_fraction(t: Tensor) -> float:
     return 1 - int(torch.count_nonzero(t)) / t.numel()
 
 
+def _flips(kept: Tensor, kept_prev: Tensor) -> float:
+    """Share of this round's kept weights that the previous round did not keep (0 when none is kept)."""
+    n_kept = int(torch.count_nonzero(kept))
+    return int(torch.count_nonzero(kept & ~kept_prev)) / n_kept if n_kept else 0.0
+
+
 class _HalfSquaredDistance(torch.autograd.Function):
     """rho/2 * ||W - C||^2 with its gradient rho * (W - C) written directly: the penalty runs every batch,
     and autograd through (W - Z + U).square().sum() made several passes over W (1.2x a LeNet-5 epoch)."""
@@ -110,11 +116,9 @@ class LayerADMM:
         kept_prev, rho = self.kept, self.rho
         primal2, dz2, u2 = self.round(w)
         primal, dual = math.sqrt(primal2), rho * math.sqrt(dz2)
-        n_kept = int(torch.count_nonzero(self.kept))
-        flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
         self.set_rho(next_rho(self.spec, rho, primal, dual))
-        return Residuals(primal, dual, self.rho, flips, _zero_fraction(self.z), _zero_fraction(w),
-                         float(torch.linalg.vector_norm(w)), rho * math.sqrt(u2))
+        return Residuals(primal, dual, self.rho, _flips(self.kept, kept_prev), _zero_fraction(self.z),
+                         _zero_fraction(w), float(torch.linalg.vector_norm(w)), rho * math.sqrt(u2))
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.z).all())
@@ -165,8 +169,12 @@ class LayerJoint:
     def __init__(self, w: Tensor, target: LayerTarget, rho: RhoSpec | float, mask: Optional[Tensor] = None):
         self.target = target
         self.parts = [LayerADMM(w, part, rho, mask) for part in target.constraint_sets()]
-        self.spec, self.rho, self.mask = self.parts[0].spec, self.parts[0].rho, self.parts[0].mask
         self.kept = self._intersection()
+
+    # one rho schedule and one mask for every part (set_rho moves them together)
+    spec = property(lambda self: self.parts[0].spec)
+    rho = property(lambda self: self.parts[0].rho)
+    mask = property(lambda self: self.parts[0].mask)
 
     def _intersection(self) -> Tensor:
         kept = self.parts[0].kept
@@ -193,18 +201,15 @@ class LayerJoint:
         rounds = [part.round(w) for part in self.parts]  # (primal^2, dz^2, u^2) each
         primal, dual = math.sqrt(sum(r[0] for r in rounds)), rho * math.sqrt(sum(r[1] for r in rounds))
         self.kept = self._intersection()
-        n_kept = int(torch.count_nonzero(self.kept))
-        flips = int(torch.count_nonzero(self.kept & ~kept_prev)) / n_kept if n_kept else 0.0
         self.set_rho(next_rho(self.spec, rho, primal, dual))
         w_norm = math.sqrt(len(self.parts)) * float(torch.linalg.vector_norm(w))
         rho_u_norm = rho * math.sqrt(sum(r[2] for r in rounds))
-        return Residuals(primal, dual, self.rho, flips, 1 - n_kept / w.numel(), _zero_fraction(w), w_norm,
-                         rho_u_norm)
+        return Residuals(primal, dual, self.rho, _flips(self.kept, kept_prev), _zero_fraction(self.kept),
+                         _zero_fraction(w), w_norm, rho_u_norm)
 
     def set_rho(self, rho: float) -> None:
         for part in self.parts:
             part.set_rho(rho)
-        self.rho = self.parts[0].rho
 
     def state_dict(self) -> dict:
         return {"parts": [part.state_dict() for part in self.parts]}
@@ -215,7 +220,6 @@ class LayerJoint:
                              f"({len(self.parts)})")
         for part, part_state in zip(self.parts, state["parts"]):
             part.load_state_dict(part_state)
-        self.rho = self.parts[0].rho
         self.kept = self._intersection()
 
 

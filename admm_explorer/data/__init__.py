@@ -68,9 +68,12 @@ def validation_count(n: int, validation: int | float) -> int:
     return validation if isinstance(validation, int) else max(1, round(validation * n))
 
 
-def check_holdout(n: int, validation: int | float) -> None:
-    if validation_count(n, validation) >= n:
+def check_holdout(n: int, validation: int | float) -> int:
+    """The count of n examples `validation` holds out; RecipeError if that leaves none to train on."""
+    count = validation_count(n, validation)
+    if count >= n:
         raise RecipeError(f"validation = {validation}: the training set has only {n} examples; hold out fewer")
+    return count
 
 
 def holdout(n: int, validation: int | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +83,7 @@ def holdout(n: int, validation: int | float) -> tuple[torch.Tensor, torch.Tensor
     The same n and count always hold out the same examples: a run that starts from another run's
     checkpoint, both with the same `validation`, validates on examples that checkpoint never trained on.
     """
-    check_holdout(n, validation)
-    count = validation_count(n, validation)
+    count = check_holdout(n, validation)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
     return order[count:].sort().values, order[:count].sort().values
 

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import torch
@@ -218,10 +219,13 @@ def cmd_plot() -> None:
     labels = {"admm": "ADMM (30 + 20 epochs)", "progressive": "progressive ADMM (2 x (30 + 20))",
               "reweighted": "reweighted ADMM, our reconstruction (30 + 20)", "magnitude": "magnitude, one-shot (50)",
               "magnitude-3": "magnitude, 3 steps (50)"}
-    for m, pts in data["points"].items():
-        ax.plot([p["compression"] for p in pts], [p["accuracy"] * 100 for p in pts], "o-", label=labels.get(m, m))
-    ax.axhline(data["dense"] * 100, color="k", lw=1, ls="--", label="dense")
-    ax.axhline(data["dense"] * 100 - 0.5, color="gray", lw=1, ls=":", label="dense - 0.5 points")
+    for m, pts in data["points"].items():  # mean over the seeds, bars: their standard deviation
+        pts = sorted(pts, key=lambda p: p["target"])
+        ax.errorbar([statistics.mean(p["compression"]) for p in pts], [p["accuracy"]["mean"] * 100 for p in pts],
+                    yerr=[p["accuracy"]["std"] * 100 for p in pts], fmt="o-", capsize=3, label=labels.get(m, m))
+    dense_mean = data["dense"]["mean"] * 100
+    ax.axhline(dense_mean, color="k", lw=1, ls="--", label=f"dense (mean of {len(data['seeds'])} seeds)")
+    ax.axhline(dense_mean - 0.5, color="gray", lw=1, ls=":", label="dense - 0.5 points")
     ax.set_xscale("log")
     ax.set_xlabel("compression (prunable weights / nonzero weights)")
     ax.set_ylabel("test accuracy on the 10,000 MNIST test digits (%)")

@@ -76,6 +76,9 @@ def seed_row(s: dict, dense_acc: float) -> dict:
     before, after = p["before"], p["after"]
     return {"accuracy": s["accuracy"], "structured": s["structured_accuracy"], "dense": dense_acc,
             "retrain_kept": p["retrain_kept"], "selected_on": p["selected_on"],
+            # accuracy on the set tau was chosen on: before purify, after it, and at every tau tried
+            "chosen_on_before": before.get("validation_accuracy", before["accuracy"]),
+            "chosen_on_after": after.get("validation_accuracy", after["accuracy"]), "sweep": p["sweep"],
             "loss_points": (dense_acc - s["accuracy"]) * 100, "tau": p["tau"],
             "params_before": before["params"], "params_after": after["params"],
             "param_compression": before["params"] / after["params"],

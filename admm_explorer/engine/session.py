@@ -391,7 +391,6 @@ class Session:
         finally:
             self._lock.release()
 
-
     def snapshot(self) -> Snapshot:
         """What a stage may change, copied: the weights to host memory (a snapshot never needs the model's
         size on the GPU), the masks, targets, architecture and quantized layers."""

@@ -299,6 +299,20 @@ def test_progressive_steps_share_the_figures(explorer, recorder, finish):
     assert "71.2× fewer weights" in explorer.stages.status.value
 
 
+def test_progressive_candidates_rank_on_the_validation_digits_and_say_so(explorer, recorder, finish):
+    """Candidates 2, one step: two runs of the step from the same start, the better on the held-out digits
+    stays; the status lists both with their validation accuracy."""
+    explorer.stages.steps.value, explorer.stages.candidates.value = 1, 2
+    finish(explorer, explorer.stages.b_progressive)
+    (ranked,) = recorder.of("candidates_ranked")
+    assert ranked.selected_on == "validation" and [c["candidate"] for c in ranked.ranked] in (["1", "2"], ["2", "1"])
+    assert [r.phase for r in recorder.of("admm_round")] == ["admm 1/1, candidate 1"] * 4 + ["admm 1/1, candidate 2"] * 4
+    best = ranked.ranked[0]
+    assert explorer.controller.session.evaluate(split="validation")[1] == best["accuracy"]
+    assert f"candidates on the validation set: {best['candidate']} {best['accuracy']:.2%} (kept)" in \
+        explorer.stages.status.value
+
+
 def test_drawing_is_throttled_and_a_failing_panel_is_reported(explorer, recorder, monkeypatch):
     import time
 
@@ -436,6 +450,7 @@ def test_every_panel_explains_itself_with_math_and_its_lesson(explorer):
     ("stages", "admm_epochs", 0.05, "b_admm",  # Z/U every 0.1 in the fixture
      "Run ADMM: update_every = 0.1 is longer than the 0.05 ADMM epochs"),
     ("stages", "steps", 0, "b_progressive", "Progressive.steps = 0: Input should be greater than or equal to 1"),
+    ("stages", "candidates", 9, "b_progressive", "Progressive.candidates = 9: Input should be less than or equal to 8"),
     ("purify", "retrain_epochs", -1.0, "b_purify", "Purify.retrain_epochs = -1.0: Input should be greater than or equal to 0"),
     ("targets", "global_x", 0.5, "b_global", "Global target (×) = 0.5: a compression is at least 1"),
 ])
@@ -455,7 +470,7 @@ def test_a_bad_number_is_refused_with_the_recipe_message_not_clamped(explorer, r
         assert flagged is field
     assert list(box.children).index(note) == list(box.children).index(flagged) + 1
     field.value = {"batch_size": 64, "pretrain_epochs": 0.2, "update_every": 0.1, "admm_epochs": 0.4, "steps": 1,
-                   "retrain_epochs": 0.1, "global_x": 50.0}[label]  # a valid value: the field's error goes
+                   "candidates": 1, "retrain_epochs": 0.1, "global_x": 50.0}[label]  # a valid value: the field's error goes
     getattr(getattr(explorer, panel), button).click()
     explorer.controller.wait(timeout=120)
     assert getattr(explorer, panel).flagged is None and note not in box.children, explorer.notices.messages

@@ -12,7 +12,7 @@ from .base import FILL, Panel, button, labelled
 # under 2 minutes on 2 cores, >= 97% on the MNIST test set at 71x fewer weights (benchmarks/dashboard_demo.py;
 # 10 pretrain epochs took over 2 minutes in all). A short pretrain costs the least: ADMM and the retrain decide the end.
 DEFAULTS = dict(pretrain_epochs=6.0, admm_epochs=10.0, update_every=0.5, rho=1e-3, rho_schedule="geometric",
-                rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, magnitude_steps=1, optimizer="adam", lr=1e-3,
+                rho_factor=1.3, rho_max=1.0, retrain_epochs=8.0, steps=3, candidates=1, magnitude_steps=1, optimizer="adam", lr=1e-3,
                 lr_schedule="cosine", eval_every=1.0, lam=1e-5, reweighted_rho=1e-2, reweighted_x=0.0, stop_at=0.0)
 ADMM_KINDS = ("admm", "progressive", "reweighted")  # stages with Z/U rounds: rho is live during their ADMM phases
 
@@ -38,7 +38,8 @@ class StagesPanel(Panel):
              ("Reweighted.epochs =", "admm_epochs"), ("Magnitude.epochs =", "admm_epochs"),
              ("Retrain.epochs =", "retrain_epochs"), ("admm_epochs =", "admm_epochs"),
              ("retrain_epochs =", "retrain_epochs"), ("update_every =", "update_every"),
-             ("Progressive.steps =", "steps"), ("Magnitude.steps =", "magnitude_steps"),
+             ("Progressive.steps =", "steps"), ("Progressive.candidates =", "candidates"),
+             ("Magnitude.steps =", "magnitude_steps"),
              ("eval_every =", "eval_every"), ("Reweighted.rho.init =", "reweighted_rho"), ("rho.factor =", "rho_factor"),
              ("rho.max =", "rho_max"), ("rho.init =", "rho"), ("lam =", "lam"), ("compression =", "reweighted_x"),
              ("lr =", "lr"), ("stop.", "stop_at"))
@@ -67,6 +68,10 @@ class StagesPanel(Panel):
         self.steps = labelled(w.IntText(value=d["steps"]), "Progressive steps",
                               "Progressive: this many ADMM + retrain steps to the targets; each step runs "
                               "ADMM epochs / steps and retrain epochs / steps", FIELD)
+        self.candidates = labelled(w.IntText(value=d["candidates"]), "Candidates",
+                                   "Progressive: keep this many partial solutions at each step, the best on the "
+                                   "validation digits (Setup: Validation); each step runs this many times from each "
+                                   "one kept, so k + (steps − 1) k² steps in all. 1: one chain", FIELD)
         self.stop_at = labelled(w.FloatText(value=d["stop_at"], step=0.01), "Stop at residual",
                                 "Run ADMM ends at the first Z/U round where every layer has ||W − Z|| ≤ this × ||W|| and "
                                 "ρ||Z − Z′|| ≤ this × ||ρU|| (W close to Z, as paper 1 runs it); ADMM epochs is then "
@@ -127,7 +132,8 @@ class StagesPanel(Panel):
         self.pruned = False  # a pruning stage finished in this session: Retrain follows its targets
         self.stage = None
         self.b_stop.disabled = True
-        grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.update_every,
+        grid = w.GridBox([self.pretrain_epochs, self.admm_epochs, self.retrain_epochs, self.steps, self.candidates,
+                          self.update_every,
                           self.eval_every, self.optimizer, self.lr_schedule, self.rho_schedule, self.rho_factor,
                           self.rho_max, self.stop_at, self.magnitude_steps, self.reweighted_rho, self.lam,
                           self.reweighted_x],
@@ -181,6 +187,7 @@ class StagesPanel(Panel):
         steps = self.steps.value
         share = 1 / max(steps, 1)  # steps < 1 is refused by the check with its own message
         return parse_stage({"kind": "progressive", "targets": self._targets(), "steps": steps,
+                            "candidates": self.candidates.value,
                             "admm_epochs": self.admm_epochs.value * share,
                             "retrain_epochs": self.retrain_epochs.value * share,
                             "update_every": self.update_every.value, "rho": self.rho_spec(),
@@ -225,6 +232,9 @@ class StagesPanel(Panel):
 
     def on_evaluation_done(self, event) -> None:
         self.stage["test"] = event.test_accuracy
+
+    def on_candidates_ranked(self, event) -> None:
+        self.stage["ranked"] = event
 
     def on_stage_ended(self, event) -> None:
         self.stage.update(ended=event)
@@ -287,6 +297,12 @@ class StagesPanel(Panel):
         if converged:
             out.append(f"<i>ADMM ended early, at round {converged[0]} (epoch {converged[1]:.3g}): every layer's "
                        f"residuals were within Stop at residual ({self.stop_at.value:g} of ||W|| and ||ρU||)</i>")
+        ranked = (self.stage or {}).get("ranked")
+        if ranked is not None:
+            runs = ", ".join(f"{c['candidate']} {c['accuracy']:.2%}" + (" (kept)" if c["kept"] else "")
+                             for c in ranked.ranked)
+            out.append(f"<i>step {ranked.step}/{ranked.steps}, candidates on the {ranked.selected_on} set: "
+                       f"{runs}</i>")
         if kind == "reweighted":
             out.append("<i>Reweighted ignores the per-layer rates: λ (and Reweighted ×) decide the sparsity</i>")
         if self.dataset == "fake":

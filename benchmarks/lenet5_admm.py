@@ -198,12 +198,13 @@ def cmd_sweep(seeds: list[int], levels: list[float] | None, methods: list[str]) 
             runs = [pruned(m, c, seed, starts[seed][0]) for seed in seeds]
             points.setdefault(m, []).append({"target": c, "compression": [r["compression"] for r in runs],
                                              "accuracy": accuracy_stats([r["accuracy"] for r in runs], N_TEST)})
+    dense_stats = accuracy_stats([starts[seed][1] for seed in seeds], N_TEST)
     for m, pts in points.items():
         for p in pts:
+            p["loss_points"] = (dense_stats["mean"] - p["accuracy"]["mean"]) * 100  # below the dense mean
             admm = next((q for q in points.get("admm", []) if q["target"] == p["target"]), None)
             if m != "admm" and admm is not None:
                 p["vs_admm"] = compare(p["accuracy"], admm["accuracy"])
-    dense_stats = accuracy_stats([starts[seed][1] for seed in seeds], N_TEST)
     save("lenet5_sweep.json", {"seeds": seeds, "n_test": N_TEST, "dense": dense_stats, "points": points})
     print(f"dense {dense_stats['mean']:.2%} (std {dense_stats['std']:.2%}, seeds {seeds}); binomial SE "
           f"{dense_stats['binomial_se']:.2%}")
@@ -233,9 +234,13 @@ def cmd_plot() -> None:
     ax.axhline(dense_mean, color="k", lw=1, ls="--", label=f"dense (mean of {len(data['seeds'])} seeds)")
     ax.axhline(dense_mean - 0.5, color="gray", lw=1, ls=":", label="dense - 0.5 points")
     ax.set_xscale("log")
+    levels = sorted({p["target"] for pts in data["points"].values() for p in pts})
+    ax.set_xticks(levels, [f"{c:g}x" for c in levels])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("compression (prunable weights / nonzero weights)")
     ax.set_ylabel("test accuracy on the 10,000 MNIST test digits (%)")
-    ax.set_title("LeNet-5, trained on 5,000 digits: accuracy vs compression")
+    ax.set_title(f"LeNet-5, trained on 5,000 digits: accuracy vs compression (mean and std of {len(data['seeds'])} "
+                 "seeds)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

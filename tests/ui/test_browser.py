@@ -207,10 +207,22 @@ def test_a_bad_number_shows_under_its_field(page):
     note.wait_for(state="detached", timeout=30_000)
 
 
-def test_magnitude_beside_admm_from_the_same_pretrain(page, dashboard):
-    """Pretrain -> Run ADMM -> Retrain; Branch after the pretrain; Magnitude: Runs compares the pipelines."""
+def written_run(runs: Path, stages: list[str], timeout: float = 30) -> dict:
+    """The run under `runs` whose state.json lists `stages`. The page reports a stage's end when the engine
+    emits it, a moment before the run folder writes its state, so this waits for the file."""
     from admm_explorer.engine.run import list_runs
 
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in list_runs(runs) if r["stages"] == stages]
+        if found:
+            return found[0]
+        time.sleep(0.25)
+    raise AssertionError(f"no run under {runs} lists {stages}: {[r['stages'] for r in list_runs(runs)]}")
+
+
+def test_magnitude_beside_admm_from_the_same_pretrain(page, dashboard):
+    """Pretrain -> Run ADMM -> Retrain; Branch after the pretrain; Magnitude: Runs compares the pipelines."""
     for label, value in (("Pretrain epochs", 0.3), ("ADMM epochs", 0.4), ("Z/U every", 0.1),
                          ("Retrain epochs", 0.2), ("Evaluate every", 0.1)):
         set_value(page, "stagespanel", label, value)
@@ -218,13 +230,13 @@ def test_magnitude_beside_admm_from_the_same_pretrain(page, dashboard):
         click(page, name)
         wait_stage(page, {"Run ADMM": "admm"}.get(name, name.lower()))
     runs = page.locator(".ae-runspanel")
-    admm = next(r for r in list_runs(dashboard["cwd"] / "runs") if r["stages"] == ["pretrain", "admm", "retrain"])
+    admm = written_run(dashboard["cwd"] / "runs", ["pretrain", "admm", "retrain"])
     runs.get_by_label("Run", exact=True).select_option(label=admm["name"])
     runs.get_by_label("Branch after", exact=True).select_option(label="0 pretrain")
     click(page, "Branch")
     click(page, "Magnitude")
     wait_stage(page, "magnitude")
-    branch = next(r for r in list_runs(dashboard["cwd"] / "runs") if r["stages"] == ["pretrain", "magnitude"])
+    branch = written_run(dashboard["cwd"] / "runs", ["pretrain", "magnitude"])
     runs.get_by_label("Run A", exact=True).select_option(label=admm["name"])
     runs.get_by_label("Run B", exact=True).select_option(label=branch["name"])
     runs.get_by_text("pretrain → admm → retrain vs B: pretrain → magnitude").wait_for(timeout=30_000)
